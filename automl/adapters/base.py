@@ -1,0 +1,179 @@
+"""The adapter interface: a symbolic fine-tuning method applied to selected ``nn.Linear`` layers.
+
+An :class:`Adapter` is a ``pg.Object``: it *is* the configuration (no registry). ``apply`` freezes
+the model and swaps each targeted linear layer for an :class:`AdapterLayer`; every adapter layer
+merges into its base weight (zero inference overhead) and unmerges exactly.
+"""
+from __future__ import annotations
+
+import abc
+import re
+from typing import Iterable
+
+import pyglove as pg
+import torch
+from torch import nn
+
+from automl.errors import SearchSpaceError
+
+ALL_LINEAR = "all-linear"
+
+
+def select_linears(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
+    """Names of the ``nn.Linear`` modules of ``model`` selected by ``targets``.
+
+    Follows PEFT's ``target_modules``: ``"all-linear"`` selects every linear layer; a tuple of
+    names selects the layers whose dotted name equals a name or ends with ``"." + name``; any
+    other single string is a regular expression that must match the whole dotted name.
+    """
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if isinstance(targets, str):
+        if targets == ALL_LINEAR:
+            chosen = linears
+        else:
+            try:
+                pattern = re.compile(targets)
+            except re.error as e:
+                raise SearchSpaceError(f"targets {targets!r} is not a valid regular expression ({e}); "
+                                       f"use a tuple of layer names or 'all-linear'.") from e
+            chosen = [n for n in linears if pattern.fullmatch(n)]
+    else:
+        names = tuple(targets)
+        if not names or not all(isinstance(t, str) for t in names):
+            raise SearchSpaceError(f"targets must be 'all-linear', a regex, or a non-empty tuple of "
+                                   f"layer names; got {targets!r}.")
+        unknown = [t for t in names if not any(n == t or n.endswith("." + t) for n in linears)]
+        if unknown:
+            raise SearchSpaceError(f"target pattern(s) {unknown} match no linear layer; "
+                                   f"the model's linear layers are {linears}.")
+        chosen = [n for n in linears if any(n == t or n.endswith("." + t) for t in names)]
+    if not chosen:
+        raise SearchSpaceError(f"targets {targets!r} match no linear layer; "
+                               f"the model's linear layers are {linears}.")
+    return chosen
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted ``name`` by ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of scalars the optimizer updates."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class AdapterLayer(nn.Module, abc.ABC):
+    """A frozen ``base`` linear layer plus trainable adapter state.
+
+    Subclasses define :meth:`merged_weight` (the effective weight, used for merging and spectral
+    analysis) and :meth:`adapter_forward` (the forward pass while unmerged). Merging writes the
+    effective weight into ``base.weight`` and keeps the original for an exact unmerge.
+    """
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        self._original: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def merged(self) -> bool:
+        return self._original is not None
+
+    @abc.abstractmethod
+    def merged_weight(self) -> torch.Tensor:
+        """The effective weight ``W'`` (out × in) this layer computes with."""
+
+    @abc.abstractmethod
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the unmerged layer for input ``x``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        return self.adapter_forward(x)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Write the effective weight into ``base.weight`` (idempotent)."""
+        if self.merged:
+            return
+        merged = self.merged_weight().detach().to(self.base.weight.dtype)
+        self._original = self.base.weight.detach().clone()
+        self.base.weight.copy_(merged)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore the base weight exactly as it was before :meth:`merge`."""
+        if not self.merged:
+            return
+        self.base.weight.copy_(self._original)
+        self._original = None
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the merged weight (what is deployed)."""
+        with torch.no_grad():
+            weight = self.merged_weight().detach() if not self.merged else self.base.weight.detach()
+            out = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
+                            device=weight.device, dtype=self.base.weight.dtype)
+            out.weight.copy_(weight)
+            if self.base.bias is not None:
+                out.bias.copy_(self.base.bias)
+        return out
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Replace every :class:`AdapterLayer` of ``model`` (in place) by its merged ``nn.Linear``.
+
+    The result has the base model's module names and parameter shapes, so its state dict can be
+    compared with, or merged with, the pretrained one.
+    """
+    for name, module in list(model.named_modules()):
+        if isinstance(module, AdapterLayer):
+            replace_module(model, name, module.to_linear())
+    return model
+
+
+class Adapter(pg.Object):
+    """A fine-tuning method: which layers it adapts and how.
+
+    Subclasses implement :meth:`wrap` (one linear layer → its adapter layer); :meth:`apply`
+    freezes every parameter, then wraps the layers chosen by ``targets``.
+    """
+
+    targets: str | tuple = ALL_LINEAR
+
+    @property
+    def label(self) -> str:
+        """Short stable name shown in leaderboards."""
+        return type(self).__name__
+
+    @abc.abstractmethod
+    def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
+        """The adapter layer that replaces ``linear`` (named ``name``)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Adapt ``model`` in place and return it; only the adapter's parameters stay trainable."""
+        names = select_linears(model, self.targets)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for name in names:
+            replace_module(model, name, self.wrap(name, model.get_submodule(name)))
+        return model
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | float:
+        """A regulariser added to the training loss (0 unless the method defines one)."""
+        return 0.0

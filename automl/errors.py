@@ -1,0 +1,22 @@
+"""Errors raised on purpose by automl.
+
+Every error is an :class:`AutomlError`; the CLI turns one into a single line and exit code 2.
+Messages name the problem and the fix.
+"""
+from __future__ import annotations
+
+
+class AutomlError(Exception):
+    """Base of every error automl raises on purpose."""
+
+
+class SearchSpaceError(AutomlError, ValueError):
+    """A recipe, search space, task or objective is malformed (bad value, unknown name...)."""
+
+
+class StudyError(AutomlError):
+    """A study cannot be created, opened, resumed or read (storage, name, space mismatch)."""
+
+
+class TrainingError(AutomlError):
+    """A trial's training could not finish (non-finite loss, diverged weights...)."""
