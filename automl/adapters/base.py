@@ -154,7 +154,7 @@ class Adapter(pg.Object):
     freezes every parameter, then wraps the layers chosen by ``targets``.
     """
 
-    targets: str | tuple = ALL_LINEAR
+    targets: str | tuple | list = ALL_LINEAR
 
     @property
     def label(self) -> str:

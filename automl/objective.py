@@ -1,0 +1,72 @@
+"""Objectives: the value(s) a search optimizes, computed from a trial's metrics."""
+from __future__ import annotations
+
+import pyglove as pg
+
+from automl.errors import SearchSpaceError
+
+METRICS = ("accuracy", "pretrain_accuracy", "forgetting", "intruders", "bits", "trainable_params", "seconds")
+
+
+def check_metric(name: str) -> None:
+    """``name`` must be a metric of :class:`automl.Result` (or a per-subtask/per-layer one)."""
+    if name.split("/", 1)[0] not in METRICS:
+        raise SearchSpaceError(f"unknown metric {name!r}; choose from {list(METRICS)} "
+                               f"(or 'accuracy/<subtask>', 'intruders/<layer>').")
+
+
+class Objective(pg.Object):
+    """A weighted sum ``accuracy·a − forgetting·f − intruders·i − bits·b`` (the default), or,
+    with ``maximize``/``minimize``, several objectives optimized for a Pareto front.
+
+    Default weights: an intruder dimension costs 0.01 accuracy, a point of forgetting 0.5 point
+    of accuracy, one bit per parameter 0.001 (fp32 vs int4: 0.028).
+    """
+
+    accuracy: float = 1.0
+    forgetting: float = 0.5
+    intruders: float = 0.01
+    bits: float = 0.001
+    maximize: list[str] = []
+    minimize: list[str] = []
+
+    def _on_bound(self) -> None:
+        super()._on_bound()
+        for name in list(self.maximize) + list(self.minimize):
+            check_metric(name)
+        both = set(self.maximize) & set(self.minimize)
+        if both:
+            raise SearchSpaceError(f"metrics {sorted(both)} are both maximized and minimized; pick one.")
+
+    @property
+    def multi(self) -> bool:
+        """True for a multi-objective (Pareto) study."""
+        return bool(self.maximize or self.minimize)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the optimized values, in order."""
+        return list(self.maximize) + list(self.minimize) if self.multi else ["score"]
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions of the optimized values."""
+        if not self.multi:
+            return ["maximize"]
+        return ["maximize"] * len(self.maximize) + ["minimize"] * len(self.minimize)
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """The weighted sum."""
+        return (self.accuracy * metrics["accuracy"] - self.forgetting * metrics["forgetting"]
+                - self.intruders * metrics["intruders"] - self.bits * metrics["bits"])
+
+    def values(self, result) -> float | tuple[float, ...]:
+        """What Optuna optimizes from a :class:`automl.Result` (or its metrics dict): one score,
+        or one value per objective."""
+        metrics = getattr(result, "metrics", result)
+        if not self.multi:
+            return self.score(metrics)
+        missing = [n for n in self.names if n not in metrics]
+        if missing:
+            raise SearchSpaceError(f"metrics {missing} were not measured; measured: {sorted(metrics)}.")
+        return tuple(float(metrics[n]) for n in self.names)

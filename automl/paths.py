@@ -1,0 +1,19 @@
+"""Where studies and caches live: ``studies/`` under the working directory, or ``$AUTOML_STUDIES``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def studies_dir() -> Path:
+    """The folder holding SQLite studies, artifacts and caches (created on demand)."""
+    path = Path(os.environ.get("AUTOML_STUDIES", "studies"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(kind: str) -> Path:
+    """A cache folder under ``studies/.cache/<kind>`` (git-ignored)."""
+    path = studies_dir() / ".cache" / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path

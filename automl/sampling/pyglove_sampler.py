@@ -1,0 +1,100 @@
+"""Any PyGlove ``DNAGenerator`` (regularized evolution, NSGA-II, random, hill climbing...) as an
+Optuna sampler, so PyGlove's algorithms share Optuna's storage, loop and leaderboard.
+
+Before each trial the generator proposes a DNA; the trial's define-by-run walk
+(:func:`automl.sampling.space.suggest`) then asks for each active decision and this sampler
+answers from that DNA. Completed trials are fed back as rewards (PyGlove maximizes: minimized
+objectives are negated). On a new process the generator's state is rebuilt with
+``generator.recover`` from the DNAs stored on the study's completed trials.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import optuna
+import pyglove as pg
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.errors import StudyError
+from automl.sampling.space import dna_params, dna_spec
+
+DNA_ATTR = "automl:dna"
+PROPOSAL_ATTR = "automl:proposal"
+
+
+def stored_proposal(trial: FrozenTrial, spec: pg.geno.Space) -> pg.DNA | None:
+    """The DNA a PyGlove generator proposed for ``trial``, with the generator's metadata
+    (``None`` for trials proposed by other samplers)."""
+    text = trial.user_attrs.get(PROPOSAL_ATTR)
+    if text is None:
+        return None
+    dna = pg.from_json_str(text)
+    dna.use_spec(spec)
+    return dna
+
+
+def reward(values: Sequence[float], directions: Sequence[StudyDirection]) -> float | tuple[float, ...]:
+    """Optuna objective values as a PyGlove reward (to maximize)."""
+    signed = tuple(v if d == StudyDirection.MAXIMIZE else -v for v, d in zip(values, directions))
+    return signed[0] if len(signed) == 1 else signed
+
+
+class PyGloveSampler(optuna.samplers.BaseSampler):
+    """Drive an Optuna study over a PyGlove ``space`` with a PyGlove ``generator``.
+
+    Proposals are deduplicated (``pg.geno.Deduping``) so one recipe is not trained twice.
+    """
+
+    def __init__(self, space: Any, generator: pg.DNAGenerator, deduplicate: bool = True):
+        self._space = space
+        self._spec = dna_spec(space)
+        if deduplicate and not isinstance(generator, pg.geno.Deduping):
+            generator = pg.geno.Deduping(generator)
+        generator.setup(self._spec)
+        self._generator = generator
+        self._recovered = False
+        self._proposals: dict[int, tuple[pg.DNA, dict[str, Any]]] = {}
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if not self._recovered:
+            self._recover(study)
+        try:
+            dna = self._generator.propose()
+        except StopIteration as e:
+            raise StudyError("the PyGlove algorithm has no new recipe to propose: the search space "
+                             "is exhausted.") from e
+        self._proposals[trial.number] = (dna, dna_params(self._space, self._spec, dna))
+        # Keep the proposal itself (with the generator's metadata) for feedback and recovery.
+        study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL_ATTR, pg.to_json_str(dna))
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        params = self._proposals[trial.number][1]
+        if param_name not in params:
+            raise StudyError(f"parameter {param_name!r} is not a decision of this sampler's search space.")
+        return params[param_name]
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        proposal = self._proposals.pop(trial.number, None)
+        if proposal is not None and state == TrialState.COMPLETE and values is not None:
+            self._generator.feedback(proposal[0], reward(values, study.directions))
+
+    def _recover(self, study: optuna.Study) -> None:
+        history = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            dna = stored_proposal(t, self._spec)
+            if dna is not None and t.values is not None:
+                history.append((dna, reward(t.values, study.directions)))
+        if history:
+            self._generator.recover(history)
+        self._recovered = True

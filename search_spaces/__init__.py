@@ -1,0 +1,1 @@
+"""Ready search spaces: each module defines ``SPACE`` (and optionally ``TASK``, ``OBJECTIVE``)."""

@@ -1,0 +1,22 @@
+"""Test settings: studies and caches in a temporary folder; quiet Optuna."""
+import os
+
+import optuna
+import pytest
+import torch
+
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _studies_dir(tmp_path_factory):
+    os.environ["AUTOML_STUDIES"] = str(tmp_path_factory.mktemp("studies"))
+    yield
+
+
+@pytest.fixture
+def studies(tmp_path, monkeypatch):
+    """A fresh, empty studies folder for one test (the pretrained-model cache is rebuilt)."""
+    monkeypatch.setenv("AUTOML_STUDIES", str(tmp_path))
+    return tmp_path

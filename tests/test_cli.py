@@ -1,0 +1,68 @@
+"""The automl command: real runs, one-line errors with exit code 2."""
+import pytest
+
+from automl.cli import main
+
+SPACE_FILE = '''
+import pyglove as pg, automl
+from automl import adapters
+SPACE = automl.Recipe(adapter=pg.oneof([adapters.LoRA(rank=pg.oneof([1, 4])), adapters.FullFineTune()]),
+                      lr=pg.floatv(1e-4, 1e-2, scale="log"), steps=20)
+TASK = "digits"
+'''
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "tiny_space.py"
+    path.write_text(SPACE_FILE)
+    return str(path)
+
+
+def test_search_leaderboard_show_studies(studies, space_file, capsys):
+    assert main(["search", space_file, "--trials", "3", "--study", "cli", "--algorithm", "random", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'cli': 3 trials" in out and "score" in out and "adapter" in out
+    assert main(["leaderboard", "cli", "--top", "2"]) == 0
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]) == 4  # header, index, 2 rows
+    assert main(["show", "cli", "0"]) == 0
+    shown = capsys.readouterr().out
+    assert "Recipe(" in shown and '"accuracy"' in shown
+    assert main(["studies"]) == 0
+    assert "cli" in capsys.readouterr().out
+    # running the same search again resumes the study
+    assert main(["search", space_file, "--trials", "1", "--study", "cli", "--quiet"]) == 0
+    assert "study 'cli': 4 trials" in capsys.readouterr().out
+
+
+def test_reproduce_prints_stored_and_new_metrics(studies, space_file, capsys):
+    main(["search", space_file, "--trials", "1", "--study", "rep", "--algorithm", "random", "--quiet"])
+    capsys.readouterr()
+    assert main(["reproduce", "rep", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "stored" in out and "reproduced" in out and "accuracy" in out
+
+
+def test_ready_space_module_loads():
+    from automl.cli import load_space_module
+    module = load_space_module("digits")
+    assert module.TASK == "digits" and hasattr(module, "SPACE")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["leaderboard", "ghost"], "no study 'ghost'"),
+    (["search", "no_such_space"], "no search space 'no_such_space'"),
+    (["search", "digits", "--task", "mnist", "--trials", "1"], "unknown task 'mnist'"),
+    (["leaderboard", "x", "--storage", "bogus://nowhere"], "cannot open storage"),
+])
+def test_errors_are_one_line_with_exit_code_2(studies, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("automl: error:") and message in err and "\n" not in err
+
+
+def test_unknown_algorithm_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "digits", "--algorithm", "annealing"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'annealing'" in capsys.readouterr().err
