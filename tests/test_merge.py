@@ -344,6 +344,17 @@ def test_hyper_values_are_accepted_in_a_space():
     assert not pg.is_deterministic(space)
 
 
+@pytest.mark.parametrize("method", [merge.Linear(weights=(1.0, 2.0)), merge.TaskArithmetic(scale=0.4),
+                                    merge.TIES(density=0.3, sign="count"), merge.DARE(drop=0.2, then="ties", seed=3),
+                                    merge.SLERP(t=0.3), merge.WeightMatching(then=merge.TIES(density=0.5), seed=2)])
+def test_methods_round_trip_through_json(method):
+    restored = pg.from_json_str(method.to_json_str())
+    assert restored == method
+    models = [mlp(1).state_dict(), mlp(2).state_dict()]
+    merged, again = method.merge(mlp(0).state_dict(), models), restored.merge(mlp(0).state_dict(), models)
+    assert all(torch.equal(merged[k], again[k]) for k in merged)
+
+
 def test_slerp_needs_exactly_two_models():
     models = models_from(TAUS)
     with pytest.raises(SearchSpaceError, match="exactly 2 models, got 3"):

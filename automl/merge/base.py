@@ -98,7 +98,8 @@ class MergeMethod(pg.Object):
         for k in sorted({k for model in deltas for k in model}):
             if coefficients is not None:
                 delta = LowRankDelta.combine([(c, m[k]) for c, m in zip(coefficients, deltas) if k in m])
-                merged[k] = (base[k].float() + delta.dense().float()).to(base[k].dtype)
+                dtype = torch.promote_types(base[k].dtype, torch.float32)
+                merged[k] = (base[k].to(dtype) + delta.dense().to(base[k].device, dtype)).to(base[k].dtype)
             else:
                 tensors = [base[k] + m[k].dense().to(base[k]) if k in m else base[k] for m in deltas]
                 merged[k] = self.merge_one(k, base[k], tensors)

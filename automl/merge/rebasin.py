@@ -218,18 +218,20 @@ def spec_from_module(model: nn.Module) -> PermutationSpec:
     return PermutationSpec(perms)
 
 
-def permute_state(spec: PermutationSpec, perm: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
-                  except_axis: tuple[str, int] | None = None) -> dict[str, torch.Tensor]:
-    """``state`` with every permuted axis reindexed, ``t' = t.index_select(axis, π)`` (skipping
-    ``except_axis``); tensors the spec does not touch are kept as they are."""
+def _permute(tensor: torch.Tensor, axes: dict[int, str], perm: dict[str, torch.Tensor],
+             skip: int | None = None) -> torch.Tensor:
+    for axis, p in axes.items():
+        if axis != skip:
+            tensor = tensor.index_select(axis, perm[p].to(tensor.device))
+    return tensor
+
+
+def permute_state(spec: PermutationSpec, perm: dict[str, torch.Tensor],
+                  state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every permuted axis reindexed, ``t' = t.index_select(axis, π)``; tensors the
+    spec does not touch are kept as they are."""
     axes_to_perm = spec.axes_to_perm()
-    out = {}
-    for key, tensor in state.items():
-        for axis, p in axes_to_perm.get(key, {}).items():
-            if (key, axis) != except_axis:
-                tensor = tensor.index_select(axis, perm[p].to(tensor.device))
-        out[key] = tensor
-    return out
+    return {key: _permute(tensor, axes_to_perm.get(key, {}), perm) for key, tensor in state.items()}
 
 
 def weight_matching(spec: PermutationSpec, params_a: dict[str, torch.Tensor], params_b: dict[str, torch.Tensor],
@@ -242,6 +244,7 @@ def weight_matching(spec: PermutationSpec, params_a: dict[str, torch.Tensor], pa
     a = {k: params_a[k].detach().to("cpu", torch.float64) for k in keys}
     b = {k: params_b[k].detach().to("cpu", torch.float64) for k in keys}
     names = list(spec.perm_to_axes)
+    axes_to_perm = spec.axes_to_perm()
     perm = {p: torch.arange(sizes[p]) for p in names}
     order = np.random.default_rng(seed)
     for sweep in range(1, max_iter + 1):
@@ -250,7 +253,7 @@ def weight_matching(spec: PermutationSpec, params_a: dict[str, torch.Tensor], pa
             p, n = names[i], sizes[names[i]]
             similarity = torch.zeros(n, n, dtype=torch.float64)
             for key, axis in spec.perm_to_axes[p]:
-                w_b = permute_state(spec, perm, {key: b[key]}, except_axis=(key, axis))[key]
+                w_b = _permute(b[key], axes_to_perm[key], perm, skip=axis)
                 similarity += a[key].movedim(axis, 0).reshape(n, -1) @ w_b.movedim(axis, 0).reshape(n, -1).t()
             _, cols = linear_sum_assignment(similarity.numpy(), maximize=True)
             cols = torch.from_numpy(cols)
