@@ -218,6 +218,50 @@ def test_transformer_ffn_hidden_units_are_permuted():
     assert torch.allclose(aligned(x), layer(x), atol=1e-5)
 
 
+class BertFFN(nn.Module):
+    """BERT's names: ``intermediate.dense`` (d → ff), ``output.dense`` (ff → d) + LayerNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.intermediate, self.output = nn.Module(), nn.Module()
+        self.intermediate.dense, self.output.dense = nn.Linear(6, 12), nn.Linear(12, 6)
+        self.output.LayerNorm = nn.LayerNorm(6)
+
+    def forward(self, x):
+        return self.output.LayerNorm(x + self.output.dense(nn.functional.gelu(self.intermediate.dense(x))))
+
+
+class SwiGLU(nn.Module):
+    """LLaMA's names: ``down_proj(silu(gate_proj(x)) * up_proj(x))``."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(6, 10, bias=False), nn.Linear(6, 10, bias=False)
+        self.down_proj = nn.Linear(10, 6, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def test_bert_and_llama_ffn_names_are_permuted():
+    torch.manual_seed(1)
+    model = nn.ModuleDict({"bert": BertFFN(), "llama": SwiGLU()})
+    spec = spec_from_module(model)
+    assert spec == spec_from_state(model.state_dict())
+    assert spec.perm_to_axes["llama.up_proj"] == (("llama.up_proj.weight", 0), ("llama.gate_proj.weight", 0),
+                                                   ("llama.down_proj.weight", 1))
+    assert set(spec.perm_to_axes) == {"bert.intermediate.dense", "llama.up_proj"}
+    state = model.state_dict()
+    pi = random_perm(spec, state, seed=11)
+    other = copy.deepcopy(model)
+    other.load_state_dict(permute_state(spec, pi, state))
+    x = torch.randn(4, 6)
+    for name in ("bert", "llama"):
+        assert torch.allclose(model[name](x), other[name](x), atol=1e-5)
+    found, _ = weight_matching(spec, state, other.state_dict())
+    assert all(torch.equal(found[p], torch.argsort(pi[p])) for p in pi)
+
+
 # ---------------------------------------------------------------- LoRA deltas on their factors
 
 def lora_models(ranks=(2, 3, 1)):
