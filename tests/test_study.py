@@ -131,3 +131,13 @@ def test_parallel_workers_share_one_journal_storage(tmp_path, studies):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     study = Study.load("shared", storage=storage)
     assert len(study.trials((optuna.trial.TrialState.COMPLETE,))) == 5
+
+
+def test_median_pruner_prunes_bad_trials(studies):
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2, 4, 8])),
+                          lr=pg.floatv(1e-6, 1e-2, scale="log"), steps=50)
+    study = run("pruned", 14, algorithm="random", space=space, pruner="median", seed=1)
+    states = [t.state for t in study.trials()]
+    assert optuna.trial.TrialState.PRUNED in states
+    pruned = [t for t in study.trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(t.intermediate_values for t in pruned)

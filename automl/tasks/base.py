@@ -65,6 +65,13 @@ class Task(abc.ABC):
     def pretrain_data(self) -> Data:
         """Held-out data from the pretraining distribution (forgetting is measured on it)."""
 
+    @property
+    def pretrained_accuracy(self) -> float:
+        """Accuracy of the pretrained model on :attr:`pretrain_data` (computed once)."""
+        if "_pretrained_accuracy" not in self.__dict__:
+            self.__dict__["_pretrained_accuracy"] = self.accuracy(self.pretrained_model(), self.pretrain_data)
+        return self.__dict__["_pretrained_accuracy"]
+
     def initial_model(self, subtask: Subtask) -> nn.Module:
         """The model a subtask's fine-tuning starts from (a copy; safe to modify)."""
         if subtask.init_seed is None:
