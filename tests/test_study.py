@@ -1,4 +1,8 @@
 """Studies: storage, resume, PyGlove evolution recovery, leaderboard, bad input."""
+import os
+import subprocess
+import sys
+
 import optuna
 import pyglove as pg
 import pytest
@@ -119,18 +123,28 @@ def test_multi_objective_pareto_front(studies):
         run("single", 1, algorithm="random").pareto_front()
 
 
-def test_parallel_workers_share_one_journal_storage(tmp_path, studies):
-    import subprocess
-    import sys
-    storage = f"journal:{tmp_path / 'journal.log'}"
+def _storages():
+    yield pytest.param("journal", id="journal-file")
+    yield pytest.param("postgres", id="postgresql", marks=pytest.mark.skipif(
+        not os.environ.get("AUTOML_TEST_POSTGRES"), reason="set AUTOML_TEST_POSTGRES (.ci/run starts a server)"))
+
+
+@pytest.mark.parametrize("kind", list(_storages()))
+def test_parallel_workers_share_one_storage(tmp_path, studies, kind):
+    if kind == "journal":
+        storage = f"journal:{tmp_path / 'journal.log'}"
+    else:
+        storage = os.environ["AUTOML_TEST_POSTGRES"]
+        for name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
     run("shared", 1, algorithm="random", storage=storage)
-    code = ("import sys, optuna; optuna.logging.set_verbosity(optuna.logging.WARNING);"
-            "from automl.cli import main; sys.exit(main(['worker', 'shared', '--storage', sys.argv[1],"
-            " '--trials', '2', '--algorithm', 'random', '--seed', sys.argv[2], '--quiet']))")
+    code = ("import sys; from automl.cli import main; sys.exit(main(['worker', 'shared', '--storage', "
+            "sys.argv[1], '--trials', '2', '--algorithm', 'random', '--seed', sys.argv[2], '--quiet']))")
     procs = [subprocess.Popen([sys.executable, "-c", code, storage, str(s)]) for s in (1, 2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     study = Study.load("shared", storage=storage)
     assert len(study.trials((optuna.trial.TrialState.COMPLETE,))) == 5
+    assert len(study.leaderboard()) == 5
 
 
 def test_median_pruner_prunes_bad_trials(studies):
