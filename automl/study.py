@@ -235,6 +235,8 @@ class Study:
                 trial.set_user_attr(FAIL_ATTR, f"{type(e).__name__}: {e}")
                 self.optuna.tell(trial, state=TrialState.FAIL)
                 logger.warning("trial %d failed: %s", trial.number, e)
+                if isinstance(e, StudyError):  # the study itself can't go on (e.g. space exhausted)
+                    raise
             except BaseException:
                 self.optuna.tell(trial, state=TrialState.FAIL)
                 raise

@@ -110,9 +110,10 @@ def test_untrusted_types_are_not_rebuilt():
         load_symbolic('{"_type": "os.system", "x": 1}')
 
 
-def test_multi_objective_pareto_front(studies):
+@pytest.mark.parametrize("algorithm", ["nsga2", "pyglove-nsga2"])
+def test_multi_objective_pareto_front(studies, algorithm):
     objective = automl.Objective(maximize=["accuracy"], minimize=["trainable_params"])
-    study = run("pareto", 6, algorithm="nsga2", objective=objective)
+    study = run("pareto", 6, algorithm=algorithm, objective=objective)
     front = study.pareto_front()
     assert len(front) >= 1
     for _, row in front.iterrows():
@@ -121,6 +122,15 @@ def test_multi_objective_pareto_front(studies):
         assert dominated.empty
     with pytest.raises(StudyError, match="single objective"):
         run("single", 1, algorithm="random").pareto_front()
+
+
+def test_single_objective_algorithm_refuses_multi_objective_study(studies):
+    objective = automl.Objective(maximize=["accuracy"], minimize=["intruders"])
+    with pytest.raises(SearchSpaceError, match="optimizes one objective"):
+        run("mo-evo", 1, algorithm="evolution", objective=objective)
+    with pytest.raises(SearchSpaceError, match="optimizes one objective"):
+        run("mo-pg", 1, algorithm=pg.geno.Random(seed=0), objective=objective)
+    assert Study.load("mo-pg").trials() == []            # refused before any trial started
 
 
 def _storages():
@@ -155,3 +165,14 @@ def test_median_pruner_prunes_bad_trials(studies):
     assert optuna.trial.TrialState.PRUNED in states
     pruned = [t for t in study.trials() if t.state == optuna.trial.TrialState.PRUNED]
     assert all(t.intermediate_values for t in pruned)
+
+
+def test_exhausted_pyglove_space_stops_with_a_reason(studies):
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)
+    with pytest.raises(StudyError, match="exhausted"):
+        run("tiny", 5, algorithm=pg.geno.Sweeping(), space=space)
+    study = Study.load("tiny")
+    states = [t.state for t in study.trials()]
+    assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2 and states[2] == optuna.trial.TrialState.FAIL
+    assert "exhausted" in study.trials()[2].user_attrs["fail_reason"]
+    assert optuna.trial.TrialState.RUNNING not in states
