@@ -104,6 +104,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     _print_frame(pd.DataFrame(rows).set_index("metric"))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from automl.report import write_report
+    from automl.study import Study
+    print(f"wrote {write_report(Study.load(args.study, storage=args.storage), args.out)}")
+
+
 def cmd_studies(args: argparse.Namespace) -> None:
     from automl.study import list_studies
     rows = list_studies(args.storage)
@@ -159,6 +165,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     _common(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="write an HTML report (leaderboard and plots) of a study")
+    p.add_argument("study")
+    p.add_argument("--out", required=True, help="folder for index.html and figures")
+    _common(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("studies", help="list studies")
     _common(p)

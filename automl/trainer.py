@@ -119,11 +119,8 @@ def measure(task: Task, pretrained: nn.Module, model: nn.Module, layers: list[st
     for sub in task.subtasks:
         metrics[f"accuracy/{sub.name}"] = task.accuracy(model, sub.test)
     metrics["accuracy"] = sum(metrics[f"accuracy/{s.name}"] for s in task.subtasks) / len(task.subtasks)
-    device = next(model.parameters()).device
-    pretrained_acc = task.accuracy(pretrained.to(device), task.pretrain_data)
-    pretrained.to("cpu")
     metrics["pretrain_accuracy"] = task.accuracy(model, task.pretrain_data)
-    metrics["forgetting"] = pretrained_acc - metrics["pretrain_accuracy"]
+    metrics["forgetting"] = task.pretrained_accuracy - metrics["pretrain_accuracy"]
     report = spectral_report(pretrained, model, layers=layers, top_k=TOP_K, cache=svd_cache or DEFAULT_CACHE)
     modules = dict(model.named_modules())
     total = 0

@@ -11,7 +11,7 @@ from automl import adapters
 TASK = "digits"
 SPACE = automl.Recipe(
     adapter=pg.oneof([
-        adapters.LoRA(rank=pg.oneof([1, 2, 4, 8, 16]), alpha=pg.oneof([8.0, 16.0, 32.0])),
+        adapters.LoRA(rank=pg.oneof([1, 2, 4, 8]), alpha=pg.oneof([8.0, 16.0, 32.0])),
         adapters.FullFineTune(),
     ]),
     lr=pg.floatv(1e-4, 1e-2, scale="log"),

@@ -43,6 +43,15 @@ def test_reproduce_prints_stored_and_new_metrics(studies, space_file, capsys):
     assert "stored" in out and "reproduced" in out and "accuracy" in out
 
 
+def test_report_writes_html_and_figures(studies, space_file, tmp_path, capsys):
+    main(["search", space_file, "--trials", "5", "--study", "rpt", "--algorithm", "random", "--quiet"])
+    assert main(["report", "rpt", "--out", str(tmp_path / "r")]) == 0
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "Leaderboard" in page and "accuracy_vs_intruders.png" in page
+    assert (tmp_path / "r" / "accuracy_vs_intruders.png").stat().st_size > 1000
+    assert (tmp_path / "r" / "history.png").exists()
+
+
 def test_ready_space_module_loads():
     from automl.cli import load_space_module
     module = load_space_module("digits")

@@ -1,4 +1,8 @@
 """Studies: storage, resume, PyGlove evolution recovery, leaderboard, bad input."""
+import os
+import subprocess
+import sys
+
 import optuna
 import pyglove as pg
 import pytest
@@ -106,9 +110,10 @@ def test_untrusted_types_are_not_rebuilt():
         load_symbolic('{"_type": "os.system", "x": 1}')
 
 
-def test_multi_objective_pareto_front(studies):
+@pytest.mark.parametrize("algorithm", ["nsga2", "pyglove-nsga2"])
+def test_multi_objective_pareto_front(studies, algorithm):
     objective = automl.Objective(maximize=["accuracy"], minimize=["trainable_params"])
-    study = run("pareto", 6, algorithm="nsga2", objective=objective)
+    study = run("pareto", 6, algorithm=algorithm, objective=objective)
     front = study.pareto_front()
     assert len(front) >= 1
     for _, row in front.iterrows():
@@ -119,15 +124,55 @@ def test_multi_objective_pareto_front(studies):
         run("single", 1, algorithm="random").pareto_front()
 
 
-def test_parallel_workers_share_one_journal_storage(tmp_path, studies):
-    import subprocess
-    import sys
-    storage = f"journal:{tmp_path / 'journal.log'}"
+def test_single_objective_algorithm_refuses_multi_objective_study(studies):
+    objective = automl.Objective(maximize=["accuracy"], minimize=["intruders"])
+    with pytest.raises(SearchSpaceError, match="optimizes one objective"):
+        run("mo-evo", 1, algorithm="evolution", objective=objective)
+    with pytest.raises(SearchSpaceError, match="optimizes one objective"):
+        run("mo-pg", 1, algorithm=pg.geno.Random(seed=0), objective=objective)
+    assert Study.load("mo-pg").trials() == []            # refused before any trial started
+
+
+def _storages():
+    yield pytest.param("journal", id="journal-file")
+    yield pytest.param("postgres", id="postgresql", marks=pytest.mark.skipif(
+        not os.environ.get("AUTOML_TEST_POSTGRES"), reason="set AUTOML_TEST_POSTGRES (.ci/run starts a server)"))
+
+
+@pytest.mark.parametrize("kind", list(_storages()))
+def test_parallel_workers_share_one_storage(tmp_path, studies, kind):
+    if kind == "journal":
+        storage = f"journal:{tmp_path / 'journal.log'}"
+    else:
+        storage = os.environ["AUTOML_TEST_POSTGRES"]
+        for name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
     run("shared", 1, algorithm="random", storage=storage)
-    code = ("import sys, optuna; optuna.logging.set_verbosity(optuna.logging.WARNING);"
-            "from automl.cli import main; sys.exit(main(['worker', 'shared', '--storage', sys.argv[1],"
-            " '--trials', '2', '--algorithm', 'random', '--seed', sys.argv[2], '--quiet']))")
+    code = ("import sys; from automl.cli import main; sys.exit(main(['worker', 'shared', '--storage', "
+            "sys.argv[1], '--trials', '2', '--algorithm', 'random', '--seed', sys.argv[2], '--quiet']))")
     procs = [subprocess.Popen([sys.executable, "-c", code, storage, str(s)]) for s in (1, 2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     study = Study.load("shared", storage=storage)
     assert len(study.trials((optuna.trial.TrialState.COMPLETE,))) == 5
+    assert len(study.leaderboard()) == 5
+
+
+def test_median_pruner_prunes_bad_trials(studies):
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2, 4, 8])),
+                          lr=pg.floatv(1e-6, 1e-2, scale="log"), steps=50)
+    study = run("pruned", 14, algorithm="random", space=space, pruner="median", seed=1)
+    states = [t.state for t in study.trials()]
+    assert optuna.trial.TrialState.PRUNED in states
+    pruned = [t for t in study.trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(t.intermediate_values for t in pruned)
+
+
+def test_exhausted_pyglove_space_stops_with_a_reason(studies):
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)
+    with pytest.raises(StudyError, match="exhausted"):
+        run("tiny", 5, algorithm=pg.geno.Sweeping(), space=space)
+    study = Study.load("tiny")
+    states = [t.state for t in study.trials()]
+    assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2 and states[2] == optuna.trial.TrialState.FAIL
+    assert "exhausted" in study.trials()[2].user_attrs["fail_reason"]
+    assert optuna.trial.TrialState.RUNNING not in states

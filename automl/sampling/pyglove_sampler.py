@@ -9,6 +9,7 @@ objectives are negated). On a new process the generator's state is rebuilt with
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import optuna
@@ -35,6 +36,10 @@ def stored_proposal(trial: FrozenTrial, spec: pg.geno.Space) -> pg.DNA | None:
     return dna
 
 
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 def reward(values: Sequence[float], directions: Sequence[StudyDirection]) -> float | tuple[float, ...]:
     """Optuna objective values as a PyGlove reward (to maximize)."""
     signed = tuple(v if d == StudyDirection.MAXIMIZE else -v for v, d in zip(values, directions))
@@ -44,17 +49,20 @@ def reward(values: Sequence[float], directions: Sequence[StudyDirection]) -> flo
 class PyGloveSampler(optuna.samplers.BaseSampler):
     """Drive an Optuna study over a PyGlove ``space`` with a PyGlove ``generator``.
 
-    Proposals are deduplicated (``pg.geno.Deduping``) so one recipe is not trained twice.
+    Proposals are deduplicated against every trial in the study (any state, any worker, any
+    sampler), so one recipe is not trained twice; the generator is asked again, up to
+    ``max_proposal_attempts`` times, before a repeat is accepted (a nearly exhausted space).
+    PyGlove's own ``pg.geno.Deduping`` is not used: it is single-objective and per process.
     """
 
-    def __init__(self, space: Any, generator: pg.DNAGenerator, deduplicate: bool = True):
+    def __init__(self, space: Any, generator: pg.DNAGenerator, max_proposal_attempts: int = 100):
         self._space = space
         self._spec = dna_spec(space)
-        if deduplicate and not isinstance(generator, pg.geno.Deduping):
-            generator = pg.geno.Deduping(generator)
         generator.setup(self._spec)
         self._generator = generator
+        self._max_attempts = max_proposal_attempts
         self._recovered = False
+        self._seen: set[str] = set()
         self._proposals: dict[int, tuple[pg.DNA, dict[str, Any]]] = {}
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -64,20 +72,32 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         return {}
 
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the generator optimizes several objectives (takes tuple rewards)."""
+        return self._generator.multi_objective
+
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if not self._recovered:
             self._recover(study)
-        try:
-            dna = self._generator.propose()
-        except StopIteration as e:
-            raise StudyError("the PyGlove algorithm has no new recipe to propose: the search space "
-                             "is exhausted.") from e
-        self._proposals[trial.number] = (dna, dna_params(self._space, self._spec, dna))
+        self._seen.update(_key(t.params) for t in study.get_trials(deepcopy=False) if t.params)
+        for _ in range(self._max_attempts):
+            try:
+                dna = self._generator.propose()
+            except StopIteration:
+                return  # exhausted: sample_independent reports it, the trial fails with that reason
+            params = dna_params(self._space, self._spec, dna)
+            if _key(params) not in self._seen:
+                break
+        self._seen.add(_key(params))
+        self._proposals[trial.number] = (dna, params)
         # Keep the proposal itself (with the generator's metadata) for feedback and recovery.
         study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL_ATTR, pg.to_json_str(dna))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        if trial.number not in self._proposals:
+            raise StudyError("the PyGlove algorithm has no new recipe to propose: the search space is exhausted.")
         params = self._proposals[trial.number][1]
         if param_name not in params:
             raise StudyError(f"parameter {param_name!r} is not a decision of this sampler's search space.")

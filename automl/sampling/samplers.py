@@ -49,10 +49,13 @@ def make_sampler(algorithm: str | pg.DNAGenerator | optuna.samplers.BaseSampler,
                  seed: int | None = None, multi_objective: bool = False) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``algorithm``: a name from :data:`ALGORITHMS`, a PyGlove
     ``DNAGenerator`` (run behind :class:`PyGloveSampler`), or an Optuna sampler (used as is)."""
+    if isinstance(algorithm, pg.DNAGenerator):
+        algorithm = PyGloveSampler(space, algorithm)
+    if isinstance(algorithm, PyGloveSampler) and multi_objective and not algorithm.multi_objective:
+        raise SearchSpaceError("this PyGlove algorithm optimizes one objective but the study has several; "
+                               "use 'pyglove-nsga2' or 'nsga2'.")
     if isinstance(algorithm, optuna.samplers.BaseSampler):
         return algorithm
-    if isinstance(algorithm, pg.DNAGenerator):
-        return PyGloveSampler(space, algorithm)
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise SearchSpaceError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}, "
                                f"a pg.DNAGenerator, or an optuna sampler.")

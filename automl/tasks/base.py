@@ -65,6 +65,13 @@ class Task(abc.ABC):
     def pretrain_data(self) -> Data:
         """Held-out data from the pretraining distribution (forgetting is measured on it)."""
 
+    @property
+    def pretrained_accuracy(self) -> float:
+        """Accuracy of the pretrained model on :attr:`pretrain_data` (computed once)."""
+        if "_pretrained_accuracy" not in self.__dict__:
+            self.__dict__["_pretrained_accuracy"] = self.accuracy(self.pretrained_model(), self.pretrain_data)
+        return self.__dict__["_pretrained_accuracy"]
+
     def initial_model(self, subtask: Subtask) -> nn.Module:
         """The model a subtask's fine-tuning starts from (a copy; safe to modify)."""
         if subtask.init_seed is None:
@@ -73,23 +80,20 @@ class Task(abc.ABC):
         return self.build_model()
 
     @torch.no_grad()
+    def _outputs(self, model: nn.Module, data: Data, batch_size: int):
+        """``(logits, labels)`` of ``model`` on ``data`` in eval mode, batch by batch."""
+        model.eval()
+        device = next(model.parameters()).device
+        for i in range(0, len(data), batch_size):
+            yield model(data.x[i:i + batch_size].to(device)).float(), data.y[i:i + batch_size].to(device)
+
     def accuracy(self, model: nn.Module, data: Data, batch_size: int = 1024) -> float:
         """Fraction of ``data`` the model classifies correctly."""
-        model.eval()
-        device = next(model.parameters()).device
-        correct = 0
-        for i in range(0, len(data), batch_size):
-            logits = model(data.x[i:i + batch_size].to(device))
-            correct += int((logits.argmax(-1) == data.y[i:i + batch_size].to(device)).sum())
+        correct = sum(int((logits.argmax(-1) == y).sum()) for logits, y in self._outputs(model, data, batch_size))
         return correct / len(data)
 
-    @torch.no_grad()
     def loss(self, model: nn.Module, data: Data, batch_size: int = 1024) -> float:
         """Mean cross-entropy of the model on ``data``."""
-        model.eval()
-        device = next(model.parameters()).device
-        total = 0.0
-        for i in range(0, len(data), batch_size):
-            logits = model(data.x[i:i + batch_size].to(device)).float()
-            total += float(nn.functional.cross_entropy(logits, data.y[i:i + batch_size].to(device), reduction="sum"))
+        total = sum(float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                    for logits, y in self._outputs(model, data, batch_size))
         return total / len(data)
