@@ -18,6 +18,7 @@ from torch import nn
 
 from automl.adapters.base import merge_adapters, select_linears, trainable_parameters
 from automl.errors import TrainingError
+from automl.merge.diagnostics import merge_metrics
 from automl.recipe import Recipe
 from automl.result import Result
 from automl.spectral import DEFAULT_CACHE, SVDCache, spectral_report
@@ -90,16 +91,21 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
             trained_states.append({k: v.detach().cpu() for k, v in recipe.adapter.trained_state(model).items()})
         merge_adapters(model)
         deployed.append(recipe.quant.deploy(model))
+    diagnostics: dict[str, float] = {}
     if len(deployed) == 1:
         final = deployed[0]
     else:
         base = {k: v.to(device) for k, v in pretrained.state_dict().items()}
-        merged = recipe.merge.merge(base, [m.state_dict() for m in deployed])
+        states = [m.state_dict() for m in deployed]
         final = copy.deepcopy(pretrained).to(device)
-        final.load_state_dict(merged)
+        final.load_state_dict(recipe.merge.merge(base, states))
         final = recipe.quant.deploy(final)
+        tests = [s.test.to(device) for s in task.subtasks]
+        diagnostics = merge_metrics(recipe.merge, final, states,
+                                    lambda m: sum(task.loss(m, t) for t in tests) / len(tests))
     final.eval()
     metrics = measure(task, pretrained, final, layers, svd_cache)
+    metrics.update(diagnostics)
     metrics["bits"] = float(recipe.quant.bits_per_parameter(final))
     metrics["trainable_params"] = float(trainable)
     metrics["train_seconds"] = train_seconds
