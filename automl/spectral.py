@@ -225,15 +225,15 @@ def _fast_applies(w: torch.Tensor, top_k: int) -> bool:
 def _fast_spectrum(w: torch.Tensor, top_k: int) -> _Tuned:
     """Top-``k`` left singular vectors by ``torch.svd_lowrank`` (``q = 2k + 10``, ``FAST_NITER``
     power iterations, seeded so the result is reproducible and the global RNG is untouched), and
-    every singular value from the eigenvalues of the smaller Gram matrix in float64."""
+    every singular value from the eigenvalues of the smaller Gram matrix (float32: absolute error
+    ≈ 1e-7·σ_max² on σ², negligible in the entropy and the cumulative sums that use them)."""
     q = 2 * top_k + 10
     devices = [w.device] if w.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(0)
         u, _, _ = torch.svd_lowrank(w, q=q, niter=FAST_NITER)
-    w64 = w.double()
-    gram = w64 @ w64.T if w.shape[0] <= w.shape[1] else w64.T @ w64
-    s = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt().float()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    s = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
     return _Tuned(u[:, :top_k].cpu(), s.cpu())
 
 
