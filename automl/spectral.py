@@ -183,21 +183,21 @@ class SVDCache:
         out: list[Factors | None] = [None] * len(ws)
         missing: dict[str, list[int]] = defaultdict(list)
         for i, (key, w) in enumerate(zip(keys, ws)):
-            if key in self._memory:
+            if key in missing:                       # a repeat within this call: decomposed once
+                missing[key].append(i)
+            elif key in self._memory:
                 out[i] = self._memory[key]
-                self.hits += 1
-                continue
-            loaded = self._load(key, tuple(w.shape)) if self.persist and key not in missing else None
-            if loaded is not None:
+            elif self.persist and (loaded := self._load(key, tuple(w.shape))) is not None:
                 self._memory[key] = out[i] = loaded
-                self.hits += 1
                 self.disk_hits += 1
             else:
                 missing[key].append(i)
+                continue
+            self.hits += 1
         if missing:
             first = [index[0] for index in missing.values()]
-            for key, i, factors in zip(missing, first, batched_svd([ws[i] for i in first])):
-                factors = tuple(f.cpu() for f in factors)
+            for key, factors in zip(missing, batched_svd([ws[i] for i in first])):
+                factors = tuple(f.cpu().clone() for f in factors)   # own storage, not the batch's
                 self._memory[key] = factors
                 self.misses += 1
                 if self.persist:
@@ -340,6 +340,17 @@ def low_rank_component(w: torch.Tensor, keep: float = 0.9, min_reduction: float 
     ``1 − welore_rank(w, keep) / min(m, n) > min_reduction`` (WeLore's ``min_ratio``)."""
     _check_keep(keep, min_reduction)
     return _is_lrc(_welore_rank(torch.linalg.svdvals(_matrix(w)), keep), min(w.shape), min_reduction)
+
+
+def welore_ranks(model: nn.Module, keep: float = 0.9, layers: Sequence[str] | None = None,
+                 cache: SVDCache | None = None) -> dict[str, int]:
+    """:func:`welore_rank` of each ``nn.Linear`` in ``layers`` (default: all) of a pretrained
+    ``model``, from the cached SVDs: the per-layer, non-uniform ranks WeLore assigns (an adapter
+    may size each layer's rank from them)."""
+    _check_keep(keep)
+    weights = linear_weights(model, layers)
+    factors = (cache or DEFAULT_CACHE).svd_many(list(weights.values()))
+    return {name: _welore_rank(s, keep) for name, (_, s, _) in zip(weights, factors)}
 
 
 def _is_lrc(rank: int, full: int, min_reduction: float) -> bool:

@@ -21,7 +21,7 @@ from automl.errors import SearchSpaceError, TrainingError
 from automl.mitigation import Mitigation
 from automl.spectral import (FAST_TOLERANCE, SVDCache, batched_svd, effective_rank, intruder_curve,
                              intruder_dimensions, low_rank_component, spectral_drift, spectral_report,
-                             subspace_overlap, welore_rank)
+                             subspace_overlap, welore_rank, welore_ranks)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,6 +140,17 @@ def test_welore_rank_keeps_the_fraction_of_the_singular_value_sum():
     assert low_rank_component(w, keep=0.9, min_reduction=0.5)
     assert not low_rank_component(w, keep=0.9, min_reduction=0.7)
     assert not low_rank_component(torch.eye(8), keep=0.9)
+
+
+def test_welore_ranks_per_layer_from_the_cache(cache):
+    model = mlp(0)
+    with torch.no_grad():                                   # fc2 becomes rank 3
+        model.fc2.weight.copy_(torch.randn(32, 3) @ torch.randn(3, 32))
+    ranks = welore_ranks(model, keep=0.95, cache=cache)
+    assert ranks == {n: welore_rank(model.get_submodule(n).weight, 0.95) for n in ("fc1", "fc2", "head")}
+    assert ranks["fc2"] <= 3 < ranks["fc1"]
+    assert cache.misses == 3 and welore_ranks(model, 0.5, ["fc2"], cache=cache)["fc2"] <= 2
+    assert cache.misses == 3
 
 
 def test_drift_and_overlap_against_constructions(cache):
@@ -285,12 +296,18 @@ def test_default_cache_lives_under_studies(studies):
     assert not (studies / "other").exists() or not list((studies / "other").iterdir())
 
 
-def test_batched_svd_matches_one_by_one():
+def test_batched_svd_matches_one_by_one(cache):
     g = torch.Generator().manual_seed(3)
     ws = [torch.randn(6, 4, generator=g), torch.randn(5, 5, generator=g), torch.randn(6, 4, generator=g)]
     for w, (u, s, vh) in zip(ws, batched_svd(ws)):
         torch.testing.assert_close(s, torch.linalg.svdvals(w))
         torch.testing.assert_close(u @ torch.diag(s) @ vh, w, atol=1e-5, rtol=1e-5)
+    cache.svd_many(ws + [ws[0]])                             # a batch of equal shapes, a duplicate
+    assert (cache.misses, cache.hits) == (3, 1)
+    reloaded = SVDCache(cache.directory)
+    for w, (u, s, vh) in zip(ws, reloaded.svd_many(ws)):
+        torch.testing.assert_close(u @ torch.diag(s) @ vh, w, atol=1e-5, rtol=1e-5)
+    assert reloaded.disk_hits == 3
 
 
 def test_second_trial_hits_the_disk_cache(studies):
