@@ -62,8 +62,10 @@ class Mitigation(pg.Object):
         """Mitigate the intruders of ``tuned_model``'s ``layers`` (default: every linear layer of
         ``base_model``) in place, relative to ``base_model``; returns ``tuned_model``.
 
-        Adapters must be merged first (plain ``nn.Linear`` layers). The SVD runs in float32 on the
-        weight's device; the result is written back in the weight's dtype."""
+        Adapters must be merged first (plain ``nn.Linear`` layers). Layers whose smaller side is at
+        most ``top_k`` are left alone: their top-k is every singular vector, so the test for new
+        directions is void (the trainer keeps them out of the ``intruders`` sum likewise). The
+        SVD runs in float32 on the weight's device; the result is written back in its dtype."""
         w0s = linear_weights(base_model, layers, tuned_model)
         w1s = linear_weights(tuned_model, list(w0s))
         bases = (cache or DEFAULT_CACHE).svd_many(list(w0s.values()))
@@ -71,6 +73,8 @@ class Mitigation(pg.Object):
             if w1.shape != w0s[name].shape:
                 raise SearchSpaceError(f"layer {name!r} has shape {tuple(w1.shape)} in the tuned model "
                                        f"but {tuple(w0s[name].shape)} in the base model.")
+            if min(w1.shape) <= self.top_k:
+                continue   # the top-k is every singular vector (e.g. a 10-class head): nothing intrudes
             w = w1.detach().to(torch.float32)
             u, s, vh = torch.linalg.svd(w, full_matrices=False)
             index = intruder_indices(u0, u, self.top_k, self.epsilon)

@@ -287,6 +287,7 @@ def intruder_curve(w0: torch.Tensor, w1: torch.Tensor, epsilons: Iterable[float]
     """Intruder counts of ``w1`` against ``w0`` at each ``ε`` of ``epsilons`` (one SVD pair).
 
     The count is non-decreasing in ``ε`` (paper Fig. 4 plots it over ε)."""
+    check_top_k(top_k)
     epsilons = list(epsilons)
     for e in epsilons:
         _check(top_k, e)

@@ -219,6 +219,20 @@ def test_mitigation_lowers_only_the_intruders_singular_values(cache):
     assert intruder_dimensions(w0, w2, cache=cache) == 3   # still intruders, just smaller
 
 
+def test_mitigation_leaves_layers_no_wider_than_top_k_alone(cache):
+    def model(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(OrderedDict(fc=nn.Linear(16, 32), head=nn.Linear(32, 8)))
+    base, tuned = model(0), model(1)                         # independent weights
+    mitigation = Mitigation(scale=0.5, top_k=8, epsilon=0.9)
+    assert intruder_dimensions(base.head.weight, tuned.head.weight, 8, 0.9, cache=cache) > 0
+    assert intruder_dimensions(base.fc.weight, tuned.fc.weight, 8, 0.9, cache=cache) > 0
+    head, fc = tuned.head.weight.detach().clone(), tuned.fc.weight.detach().clone()
+    mitigation.apply(base, tuned, cache=cache)
+    assert torch.equal(tuned.head.weight.detach(), head)     # 8 rows: top-8 is every vector
+    assert not torch.allclose(tuned.fc.weight.detach(), fc)
+
+
 def test_mitigation_matches_peft_reduce_intruder_dimension(cache):
     peft = pytest.importorskip("peft")
     from peft.tuners.lora.intruders import reduce_intruder_dimension
