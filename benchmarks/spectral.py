@@ -1,5 +1,6 @@
 """Cost of ``automl.spectral.spectral_report``: cold vs warm SVD cache, exact vs fast, and its
-share of a digits trial (goal: ≤ 3 % warm).
+share of a digits trial (goal: ≤ 3 % warm). With ``--mitigation``: the accuracy / forgetting
+trade-off of :class:`automl.mitigation.Mitigation` over λ on digits (paper Fig. 8's direction).
 
 Shapes: the digits MLP (64→256→256→10) and a MiniLM-like encoder (6 layers of q, k, v, o
 384×384, intermediate 1536×384, output 384×1536). "cold": an empty cache folder; "warm
@@ -27,6 +28,7 @@ from torch import nn  # noqa: E402
 
 import automl  # noqa: E402
 from automl import spectral, trainer  # noqa: E402
+from automl.mitigation import Mitigation  # noqa: E402
 from automl.spectral import SVDCache, batched_svd, spectral_report  # noqa: E402
 
 torch.set_num_threads(1)
@@ -114,7 +116,31 @@ def trial_share() -> None:
           f"warm {warm * 1e3:.1f} ms = {100 * warm / trial:.2f} % of the trial (goal ≤ 3 %)")
 
 
+def mitigation_tradeoff(seeds: range = range(3)) -> None:
+    """Task accuracy, pretraining accuracy and hidden-layer intruders after mitigating each
+    trained model with λ ∈ {1, 0.75, 0.5} (means over ``seeds``)."""
+    task = automl.tasks.get("digits")
+    pretrained = task.pretrained_model()
+    hidden = ["fc1", "fc2"]
+    print(f"{'method':<10} {'λ':>5} {'accuracy':>8} {'pretrain acc':>12} {'intruders':>9}   (mean of {len(seeds)} seeds)")
+    for name, adapter, lr in [("LoRA r=1", automl.adapters.LoRA(rank=1), 3e-3),
+                              ("LoRA r=8", automl.adapters.LoRA(rank=8), 1e-3),
+                              ("full FT", automl.adapters.FullFineTune(), 3e-4)]:
+        models = [automl.evaluate(automl.Recipe(adapter=adapter, lr=lr, steps=600, seed=s), task).model for s in seeds]
+        for scale in (1.0, 0.75, 0.5):
+            rows = []
+            for model in models:
+                m = Mitigation(scale=scale).apply(pretrained, copy.deepcopy(model), hidden)
+                rows.append((task.accuracy(m, task.subtasks[0].test), task.accuracy(m, task.pretrain_data),
+                             sum(r.intruders for r in spectral_report(pretrained, m, hidden).values())))
+            means = [statistics.mean(column) for column in zip(*rows)]
+            print(f"{name:<10} {scale:>5} {means[0]:>8.3f} {means[1]:>12.3f} {means[2]:>9.2f}")
+
+
 if __name__ == "__main__":
+    if "--mitigation" in sys.argv:
+        mitigation_tradeoff()
+        sys.exit()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {REPEATS}")
     cache_rows("digits MLP", digits_like())
     cache_rows("MiniLM-like", minilm_like())

@@ -336,9 +336,10 @@ def test_second_trial_hits_the_disk_cache(studies):
 
 # --- fast path ----------------------------------------------------------------------------------
 
-def test_fast_path_within_documented_tolerance(cache):
+@pytest.mark.parametrize("decay", [0.93, 0.966])
+def test_fast_path_within_documented_tolerance(decay, cache):
     n = 300
-    w0, q, _, p = pretrained(n, seed=11, decay=0.93)          # σ_30 / σ_10 = 0.93^20 ≈ 0.23
+    w0, q, _, p = pretrained(n, seed=11, decay=decay)        # σ_30 / σ_10 = decay^20: 0.23, 0.50
     w1 = w0.clone()
     h = torch.tensor(scipy.linalg.hadamard(256), dtype=torch.float32) / 16
     for a in range(3):                                       # 3 intruders above σ0_max = 10
