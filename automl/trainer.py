@@ -69,7 +69,11 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, evaluate: Callable[[n
 
 def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = None,
         report: Report | None = None, svd_cache: SVDCache | None = None) -> Result:
-    """Fine-tune ``recipe`` on ``task`` and measure the deployed model (see module docstring)."""
+    """Fine-tune ``recipe`` on ``task`` and measure the deployed model (see module docstring).
+
+    Order: per subtask train → merge adapter → re-quantize; merge the subtask models; mitigate
+    intruders (``recipe.mitigation``) and re-quantize; measure.
+    """
     start = time.perf_counter()
     task = resolve(task)
     device = pick_device(device)
@@ -103,6 +107,9 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         tests = [s.test.to(device) for s in task.subtasks]
         diagnostics = merge_metrics(recipe.merge, final, states,
                                     lambda m: sum(task.loss(m, t) for t in tests) / len(tests))
+    if recipe.mitigation is not None:
+        recipe.mitigation.apply(pretrained, final, layers, cache=svd_cache or DEFAULT_CACHE)
+        final = recipe.quant.deploy(final)  # the mitigated weights, re-quantized as deployed
     final.eval()
     metrics = measure(task, pretrained, final, layers, svd_cache)
     metrics.update(diagnostics)
@@ -132,6 +139,9 @@ def measure(task: Task, pretrained: nn.Module, model: nn.Module, layers: list[st
     total = 0
     for name, spectrum in report.items():
         metrics[f"intruders/{name}"] = float(spectrum.intruders)
+        metrics[f"effective_rank/{name}"] = float(spectrum.effective_rank_tuned)
+        metrics[f"drift/{name}"] = float(spectrum.drift)
+        metrics[f"overlap/{name}"] = float(spectrum.overlap)
         if min(modules[name].weight.shape) > TOP_K:
             total += spectrum.intruders
     metrics["intruders"] = float(total)
