@@ -80,6 +80,9 @@ def principal_svd(weight: torch.Tensor, rank: int,
     """
     w = weight.detach().float()
     if niter is None:
+        if w.shape[0] < w.shape[1]:  # LAPACK is ~2× faster on the tall side: W = (Wᵀ)ᵀ
+            v, s, uh = torch.linalg.svd(w.t(), full_matrices=False)
+            return uh[:rank].t(), s[:rank], v[:, :rank].t()
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         return u[:, :rank], s[:rank], vh[:rank]
     u, s, v = torch.svd_lowrank(w, q=rank, niter=niter)

@@ -65,7 +65,10 @@ class LoraLinear(AdapterLayer):
         a, b = root[:, None] * vh, u * root[None, :]
         self.lora_A.copy_(a)
         self.lora_B.copy_(b)
-        weight.copy_((weight.float() - self.scaling * (b @ a)).to(weight.dtype))
+        if weight.dtype == torch.float32:
+            weight.addmm_(b, a, alpha=-self.scaling)  # in place: no out × in temporaries
+        else:
+            weight.copy_(torch.addmm(weight.float(), b, a, alpha=-self.scaling).to(weight.dtype))
         self.register_buffer("lora_A0", self.lora_A.detach().clone(), persistent=False)
         self.register_buffer("lora_B0", self.lora_B.detach().clone(), persistent=False)
 
@@ -91,7 +94,7 @@ class LoraLinear(AdapterLayer):
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
         dropped = self.dropout(x)
-        lora = (dropped @ self.lora_A.t().to(x.dtype)) @ self.lora_B.t().to(x.dtype)
+        lora = nn.functional.linear(nn.functional.linear(dropped, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
         if not self.use_dora:
             return result + lora * self.scaling
         # DoRA Eq. 5, read as an update of the base output y = W x + b:

@@ -31,7 +31,7 @@ class SvdLinear(AdapterLayer):
         weight = base.weight
         with torch.no_grad():
             u, s, vh = principal_svd(weight, rank)
-            weight.copy_((weight.float() - (u * s) @ vh).to(weight.dtype))
+            weight.copy_(torch.addmm(weight.float(), u * s, vh, alpha=-1.0).to(weight.dtype))
         self.svd_U = nn.Parameter(u.to(weight.dtype), requires_grad=train_vectors)
         self.svd_S = nn.Parameter(s.to(weight.dtype))
         self.svd_Vh = nn.Parameter(vh.to(weight.dtype), requires_grad=train_vectors)
@@ -44,7 +44,8 @@ class SvdLinear(AdapterLayer):
         return self.base.weight + self.delta_weight()
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        principal = ((x @ self.svd_Vh.t().to(x.dtype)) * self.svd_S.to(x.dtype)) @ self.svd_U.t().to(x.dtype)
+        linear = nn.functional.linear
+        principal = linear(linear(x, self.svd_Vh.to(x.dtype)) * self.svd_S.to(x.dtype), self.svd_U.to(x.dtype))
         return self.base(x) + principal
 
     def orthonormality(self) -> torch.Tensor:
