@@ -42,6 +42,9 @@ LORA_CASES = [
     ("LoRA", adapters.LoRA(rank=3, alpha=6.0), dict(r=3, lora_alpha=6.0)),
     ("RsLoRA", adapters.RsLoRA(rank=4, alpha=6.0), dict(r=4, lora_alpha=6.0, use_rslora=True)),
     ("DoRA", adapters.DoRA(rank=2, alpha=5.0), dict(r=2, lora_alpha=5.0, use_dora=True)),
+    # dropout modules present, evaluated in eval mode: the general DoRA path, deterministic
+    ("DoRA-dropout", adapters.DoRA(rank=2, alpha=5.0, dropout=0.1),
+     dict(r=2, lora_alpha=5.0, use_dora=True, lora_dropout=0.1)),
 ]
 
 
@@ -55,6 +58,7 @@ def test_outputs_and_gradients_match_peft(name, adapter, config, make):
     targets = [n for n, m in base.named_modules() if isinstance(m, nn.Linear)]
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(target_modules=targets, **config))
     copy_into_peft(ours, theirs)
+    ours.eval(), theirs.eval()
     out_ours, out_theirs = ours(x), theirs(x)
     assert torch.allclose(out_ours, out_theirs, atol=ATOL)
     out_ours.square().sum().backward()

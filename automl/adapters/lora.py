@@ -97,15 +97,17 @@ class LoraLinear(AdapterLayer):
         lora = nn.functional.linear(nn.functional.linear(dropped, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
         if not self.use_dora:
             return result + lora * self.scaling
-        # DoRA Eq. 5, read as an update of the base output y = W x + b:
-        # m/‖W'‖ ⊙ (W x + s B A x) + b = y + (m/‖W'‖ − 1) ⊙ W x + m/‖W'‖ ⊙ s B A x.
+        # DoRA Eq. 5: y = m/‖W'‖ ⊙ (W x + s B A x) + b, the norm a constant (§4.3)
         with torch.no_grad():
-            norm = self.weight_norm(self.base.weight + self.delta_weight())
+            norm = self.weight_norm(torch.addmm(self.base.weight, self.lora_B, self.lora_A, alpha=self.scaling))
         scale = (self.lora_magnitude_vector / norm).to(result.dtype)
+        bias = self.base.bias
         if isinstance(self.dropout, nn.Identity):
-            base_out = result if self.base.bias is None else result - self.base.bias.to(result.dtype)
-        else:
-            base_out = nn.functional.linear(dropped, self.base.weight.to(x.dtype))
+            base_out = result if bias is None else result - bias.to(result.dtype)
+            out = torch.add(base_out, lora, alpha=self.scaling) * scale
+            return out if bias is None else out + bias.to(out.dtype)
+        # with dropout (as peft): y = W x + b + (m/‖W'‖ − 1) ⊙ W x̃ + m/‖W'‖ ⊙ s B A x̃, x̃ = dropout(x)
+        base_out = nn.functional.linear(dropped, self.base.weight.to(x.dtype))
         return result + (scale - 1) * base_out + scale * lora * self.scaling
 
     def trained_state(self) -> dict[str, torch.Tensor]:
