@@ -94,9 +94,13 @@ class LoraLinear(AdapterLayer):
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
         dropped = self.dropout(x)
-        lora = nn.functional.linear(nn.functional.linear(dropped, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+        hidden = nn.functional.linear(dropped, self.lora_A.to(x.dtype))
         if not self.use_dora:
-            return result + lora * self.scaling
+            # y + s · h Bᵀ as one GEMM that accumulates into y (no separate scale and add passes)
+            fused = torch.addmm(result.reshape(-1, result.shape[-1]), hidden.reshape(-1, self.rank).to(result.dtype),
+                                self.lora_B.t().to(result.dtype), alpha=self.scaling)
+            return fused.view_as(result)
+        lora = nn.functional.linear(hidden, self.lora_B.to(x.dtype))
         # DoRA Eq. 5: y = m/‖W'‖ ⊙ (W x + s B A x) + b, the norm a constant (§4.3)
         with torch.no_grad():
             norm = self.weight_norm(torch.addmm(self.base.weight, self.lora_B, self.lora_A, alpha=self.scaling))
