@@ -9,15 +9,17 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from automl import adapters
-from automl.export import PEFT_CONFIG, export_adapter
+import automl
+from automl import adapters, tasks
+from automl.export import FULL_WEIGHTS, PEFT_CONFIG, export_adapter
 
 peft = pytest.importorskip("peft")
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-from tests.test_adapters import mlp, perturb, transformer  # noqa: E402
+from tests.test_adapters import CASES, mlp, perturb, transformer  # noqa: E402
 
 ATOL = 1e-5
 
@@ -141,3 +143,21 @@ def test_export_loads_in_peft_and_reproduces_outputs(name, adapter, make, tmp_pa
     config = json.loads((tmp_path / PEFT_CONFIG).read_text())
     if isinstance(adapter, adapters.PiSSA):
         assert config["r"] == 2 * adapter.rank
+
+
+@pytest.mark.parametrize("name,adapter,noop,count", CASES, ids=[c[0] for c in CASES])
+def test_trained_recipe_exports_the_deployed_model(name, adapter, noop, count, tmp_path):
+    """End to end on the digits task: the trainer's ``trained_states`` export to a model that
+    computes what the trainer deployed (peft for the LoRA family, merged weights otherwise)."""
+    task = tasks.get("digits")
+    result = automl.evaluate(automl.Recipe(adapter=adapter, steps=10, lr=1e-2), task=task)
+    base, x = task.pretrained_model(), task.subtasks[0].test.x[:50]
+    export_adapter(adapter, result.trained_states[0], base, tmp_path)
+    if isinstance(adapter, adapters.LoRA):
+        loaded = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path))
+    else:
+        loaded = copy.deepcopy(base)
+        loaded.load_state_dict(load_file(str(tmp_path / FULL_WEIGHTS)))
+    expected = result.model(x)
+    assert not torch.allclose(expected, base(x), atol=1e-3)
+    assert torch.allclose(loaded(x), expected, atol=1e-4)
