@@ -97,7 +97,8 @@ def peft_export(adapter: LoRA, state: dict[str, torch.Tensor],
         tensors[f"{prefix}.lora_A.weight"] = a.detach().cpu().contiguous()
         tensors[f"{prefix}.lora_B.weight"] = b.detach().cpu().contiguous()
         if use_dora:
-            tensors[f"{prefix}.lora_magnitude_vector"] = state[f"{layer}.lora_magnitude_vector"].detach().cpu().contiguous()
+            magnitude = state[f"{layer}.lora_magnitude_vector"]
+            tensors[f"{prefix}.lora_magnitude_vector"] = magnitude.detach().cpu().contiguous()
     rank = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     config = {
