@@ -60,6 +60,35 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def check_rank(rank: int, name: str, linear: nn.Linear) -> None:
+    """A rank must lie in ``[1, min(in, out)]`` of the layer it adapts."""
+    limit = min(linear.in_features, linear.out_features)
+    if not 1 <= rank <= limit:
+        raise SearchSpaceError(f"rank {rank} does not fit layer {name!r} "
+                               f"({linear.out_features}×{linear.in_features}): "
+                               f"choose a rank in [1, {limit}].")
+
+
+def principal_svd(weight: torch.Tensor, rank: int,
+                  niter: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-``rank`` singular triplets of ``weight`` in float32: ``U_r`` (out × r), ``S_r`` (r),
+    ``Vh_r`` (r × in), with ``U_r diag(S_r) Vh_r`` the best rank-r approximation (Eckart–Young).
+
+    ``niter=None`` takes the exact thin SVD (``torch.linalg.svd``); an integer runs Halko et al.'s
+    randomized SVD, ``torch.svd_lowrank(weight, q=rank, niter=niter)`` — PiSSA's fast
+    initialisation (PiSSA §3, peft ``init_lora_weights="pissa_niter_N"``).
+    """
+    w = weight.detach().float()
+    if niter is None:
+        if w.shape[0] < w.shape[1]:  # LAPACK is ~2× faster on the tall side: W = (Wᵀ)ᵀ
+            v, s, uh = torch.linalg.svd(w.t(), full_matrices=False)
+            return uh[:rank].t(), s[:rank], v[:, :rank].t()
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u[:, :rank], s[:rank], vh[:rank]
+    u, s, v = torch.svd_lowrank(w, q=rank, niter=niter)
+    return u, s, v.t()
+
+
 def trainable_parameters(model: nn.Module) -> int:
     """Number of scalars the optimizer updates."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -100,6 +129,10 @@ class AdapterLayer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Output of the unmerged layer for input ``x``."""
+
+    @abc.abstractmethod
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The minimal tensors that export this layer's trained adapter, by short name."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -177,3 +210,13 @@ class Adapter(pg.Object):
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
         """A regulariser added to the training loss (0 unless the method defines one)."""
         return 0.0
+
+    def trained_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors that export the trained adapter, named ``<layer>.<tensor>``, read from the
+        adapted, unmerged ``model`` (detached; on the model's device)."""
+        state: dict[str, torch.Tensor] = {}
+        for name, module in model.named_modules():
+            if isinstance(module, AdapterLayer):
+                for key, tensor in module.trained_state().items():
+                    state[f"{name}.{key}"] = tensor.detach()
+        return state

@@ -1,6 +1,7 @@
 """Full fine-tuning: every weight of the targeted layers trains."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from automl.adapters.base import Adapter, select_linears
@@ -25,3 +26,11 @@ class FullFineTune(Adapter):
         for name in names:
             self.wrap(name, model.get_submodule(name))
         return model
+
+    def trained_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The fine-tuned weights and biases of the targeted layers, named ``<layer>.weight``."""
+        state: dict[str, torch.Tensor] = {}
+        for name in select_linears(model, self.targets):
+            for key, tensor in model.get_submodule(name).named_parameters():
+                state[f"{name}.{key}"] = tensor.detach()
+        return state

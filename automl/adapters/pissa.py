@@ -1,0 +1,33 @@
+"""PiSSA (Meng et al., 2024, "Principal Singular values and Singular vectors Adaptation",
+arXiv 2404.02948): LoRA whose factors start as the top-r SVD part of ``W`` and whose frozen base
+is the residual (Eq. 2–4), so the model's output at initialisation equals the base model's.
+
+``init="svd"`` takes the exact thin SVD (peft ``init_lora_weights="pissa"``); ``"svd_lowrank"``
+takes ``torch.svd_lowrank(W, q=r, niter=niter)`` (Halko et al.'s randomized SVD; PiSSA §3 "fast
+SVD", peft ``"pissa_niter_N"``), orders of magnitude faster on large matrices.
+"""
+from __future__ import annotations
+
+from automl.adapters.lora import LoRA
+from automl.errors import SearchSpaceError
+
+PISSA_INITS = ("svd", "svd_lowrank")
+
+
+class PiSSA(LoRA):
+    """Principal-SVD-initialised LoRA with a frozen residual base weight."""
+
+    init: str = "svd"
+    niter: int = 4
+
+    def _on_bound(self) -> None:
+        super()._on_bound()
+        if isinstance(self.init, str) and self.init not in PISSA_INITS:
+            raise SearchSpaceError(f"PiSSA.init={self.init!r} is unknown; choose 'svd' (exact) or "
+                                   f"'svd_lowrank' (fast, with niter).")
+        if isinstance(self.niter, int) and self.niter < 0:
+            raise SearchSpaceError(f"PiSSA.niter must be a non-negative number of subspace iterations, "
+                                   f"got {self.niter}.")
+
+    def layer_options(self) -> dict:
+        return {"init": "pissa", "niter": None if self.init == "svd" else self.niter}
