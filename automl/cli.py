@@ -104,6 +104,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     _print_frame(pd.DataFrame(rows).set_index("metric"))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from automl.study import Study
+    for path in Study.load(args.study, storage=args.storage).export(args.trial, args.path, device=args.device):
+        print(f"wrote {path}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from automl.report import write_report
     from automl.study import Study
@@ -165,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     _common(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("export", help="write a trial's trained adapter (peft format for LoRA-family adapters)")
+    p.add_argument("study"), p.add_argument("trial", type=int), p.add_argument("path")
+    p.add_argument("--device", default=None)
+    _common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write an HTML report (leaderboard and plots) of a study")
     p.add_argument("study")

@@ -20,3 +20,7 @@ class StudyError(AutomlError):
 
 class TrainingError(AutomlError):
     """A trial's training could not finish (non-finite loss, diverged weights...)."""
+
+
+class ExportError(AutomlError):
+    """A trained state cannot be exported onto the given base model."""

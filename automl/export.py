@@ -24,17 +24,13 @@ from torch import nn
 from automl.adapters.base import Adapter
 from automl.adapters.lora import LoRA
 from automl.adapters.rslora import RsLoRA
-from automl.errors import AutomlError
+from automl.errors import ExportError
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 PROGRAM = "automl_adapter.json"
 PEFT_PREFIX = "base_model.model."
-
-
-class ExportError(AutomlError):
-    """A trained state cannot be exported onto the given base model."""
 
 
 def export_adapter(adapter: Adapter, trained_state: dict[str, torch.Tensor], base_model: nn.Module,

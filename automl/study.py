@@ -24,7 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from tqdm.auto import tqdm
 
+from automl.artifacts import default_store, load_trained_states, prune_artifacts, save_trained_states
 from automl.errors import AutomlError, SearchSpaceError, StudyError
+from automl.export import export_adapter
 from automl.objective import Objective
 from automl.paths import studies_dir
 from automl.recipe import Recipe
@@ -110,15 +112,20 @@ class Study:
     """A search's trials: run more (:meth:`optimize`), review (:meth:`leaderboard`,
     :meth:`pareto_front`), rebuild (:meth:`recipe`) and re-run (:meth:`reproduce`) any trial."""
 
-    def __init__(self, study: optuna.Study, storage_url: str, task: str | Task | None = None):
+    def __init__(self, study: optuna.Study, storage_url: str, task: str | Task | None = None,
+                 artifact_store: Any = None, keep_artifacts: int = 10):
         self.optuna = study
         self.storage_url = storage_url
         self._task = task
+        self.artifact_store = artifact_store or default_store(study.study_name)
+        self.keep_artifacts = keep_artifacts
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
-    def load(cls, name: str, storage: str | None = None, task: str | Task | None = None) -> "Study":
-        """Open an existing study (to review it, or to join it as a worker)."""
+    def load(cls, name: str, storage: str | None = None, task: str | Task | None = None,
+             artifact_store: Any = None) -> "Study":
+        """Open an existing study (to review it, or to join it as a worker). ``artifact_store``:
+        an Optuna artifact store for trained weights (default ``studies/artifacts/<name>``)."""
         url = storage or default_storage(name)
         path = _sqlite_path(url)
         if storage is None and path is not None and not path.exists():
@@ -133,11 +140,11 @@ class Study:
             raise StudyError(f"no study {name!r} in {url}; studies there: {names}.") from None
         if SPACE_ATTR not in study.user_attrs:
             raise StudyError(f"study {name!r} in {url} was not created by automl (no stored search space).")
-        return cls(study, url, task)
+        return cls(study, url, task, artifact_store)
 
     @classmethod
     def create(cls, name: str, space: Any, task: str | Task, objective: Objective,
-               storage: str | None = None) -> "Study":
+               storage: str | None = None, artifact_store: Any = None) -> "Study":
         """Create a study, or resume the one of that name if its space is the same."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise StudyError(f"study name {name!r} must be letters, digits, '.', '_' or '-'.")
@@ -169,7 +176,7 @@ class Study:
             study.set_user_attr(TASK_ATTR, task_obj.name)
             if task_obj.name not in BUILTIN:
                 study.set_user_attr(TASK_REF_ATTR, f"{type(task_obj).__module__}:{type(task_obj).__qualname__}")
-        return cls(study, url, task_obj)
+        return cls(study, url, task_obj, artifact_store)
 
     # -- stored configuration ---------------------------------------------------------------
     @property
@@ -242,6 +249,7 @@ class Study:
                 raise
             else:
                 self.optuna.tell(trial, values)
+                prune_artifacts(self.artifact_store, self.optuna, self.keep_artifacts)
                 if not multi:
                     bar.set_postfix(best=f"{self.optuna.best_value:.4f}")
             bar.update()
@@ -259,6 +267,7 @@ class Study:
         result = fit(recipe, task, device=device, report=None if multi else _reporter(trial))
         for key, value in result.metrics.items():
             trial.set_user_attr(key, value)
+        save_trained_states(self.artifact_store, trial, [s.name for s in task.subtasks], result.trained_states)
         return self.objective.values(result)
 
     # -- reviewing --------------------------------------------------------------------------
@@ -286,6 +295,20 @@ class Study:
     def reproduce(self, trial: int, device: str | torch.device | None = None) -> Result:
         """Re-run trial ``trial``'s stored recipe on the study's task."""
         return fit(self.recipe(trial), self.task, device=device)
+
+    def export(self, trial: int, path: str | Path, device: str | torch.device | None = None) -> list[Path]:
+        """Write trial ``trial``'s trained adapter under ``path``: peft's format
+        (``adapter_config.json`` + ``adapter_model.safetensors``) for the LoRA family, merged
+        weights otherwise; one folder per subtask when the task has several. Uses the stored
+        weights of the best trials, else re-trains the recipe (seeded, so the same weights)."""
+        recipe, subtasks = self.recipe(trial), self.task.subtasks
+        states = load_trained_states(self.artifact_store, self._trial(trial), [s.name for s in subtasks])
+        if states is None:
+            states = fit(recipe, self.task, device=device).trained_states
+        path = Path(path)
+        return [export_adapter(recipe.adapter, state, self.task.initial_model(sub),
+                               path if len(subtasks) == 1 else path / sub.name)
+                for sub, state in zip(subtasks, states)]
 
     def leaderboard(self, top: int | None = None) -> pd.DataFrame:
         """Completed trials, best first: trial, score (or each objective), metrics, the recipe's
@@ -369,16 +392,18 @@ def _frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
 def search(space: Any, task: str | Task = "digits", objective: Objective | None = None,
            algorithm: Any = "tpe", n_trials: int = 20, study_name: str | None = None,
            storage: str | None = None, seed: int | None = 0, pruner: str | optuna.pruners.BasePruner | None = None,
-           timeout: float | None = None, progress: bool = True, device: str | torch.device | None = None) -> Study:
+           timeout: float | None = None, progress: bool = True, device: str | torch.device | None = None,
+           artifact_store: Any = None) -> Study:
     """Search ``space`` (a symbolic ``Recipe`` with hyper values) on ``task``; returns the study.
 
     An existing ``study_name`` is resumed (the same space is required; another algorithm is
-    allowed, e.g. random warm-up then TPE). Storage defaults to ``sqlite:///studies/<name>.db``.
+    allowed, e.g. random warm-up then TPE). Storage defaults to ``sqlite:///studies/<name>.db``;
+    the best trials' trained weights go to ``artifact_store`` (default ``studies/artifacts/<name>``).
     """
     objective = objective if objective is not None else Objective()
     if not isinstance(objective, Objective):
         raise SearchSpaceError(f"objective must be an automl.Objective, got {type(objective).__name__}.")
     name = study_name or f"{resolve(task).name}-search"
-    study = Study.create(name, space, task, objective, storage)
+    study = Study.create(name, space, task, objective, storage, artifact_store)
     return study.optimize(n_trials, algorithm=algorithm, seed=seed, pruner=pruner, timeout=timeout,
                           progress=progress, device=device)

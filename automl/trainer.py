@@ -91,8 +91,7 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         train(model, train_data, recipe, evaluate=lambda m: task.accuracy(m, test_data),
               report=report, step_offset=i * recipe.steps)
         train_seconds += time.perf_counter() - t0
-        if hasattr(recipe.adapter, "trained_state"):
-            trained_states.append({k: v.detach().cpu() for k, v in recipe.adapter.trained_state(model).items()})
+        trained_states.append({k: v.detach().cpu() for k, v in recipe.adapter.trained_state(model).items()})
         merge_adapters(model)
         deployed.append(recipe.quant.deploy(model))
     diagnostics: dict[str, float] = {}

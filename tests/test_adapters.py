@@ -17,7 +17,8 @@ from torch import nn
 
 from automl import adapters
 from automl.errors import SearchSpaceError
-from automl.export import FULL_WEIGHTS, PROGRAM, ExportError, export_adapter
+from automl.errors import ExportError
+from automl.export import FULL_WEIGHTS, PROGRAM, export_adapter
 
 R = 3
 

@@ -1,0 +1,78 @@
+"""Trained adapter weights kept beside a study, in an Optuna artifact store.
+
+A trial's trained state (``Adapter.trained_state`` per subtask) is one safetensors file with
+keys ``<subtask>/<tensor>``, uploaded with ``optuna.artifacts`` (so any Optuna artifact store
+works: the local default ``studies/artifacts/<study>``, a shared folder, S3 or GCS for many
+machines; optuna-dashboard lists them). Only the best trials keep theirs: the ``keep`` best by
+score, or the Pareto front of a multi-objective study.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import TrialState
+from safetensors.torch import load_file, save_file
+
+from automl.paths import studies_dir
+
+ARTIFACT_ATTR = "automl:artifact"
+
+
+def default_store(study_name: str) -> FileSystemArtifactStore:
+    """``studies/artifacts/<study>``."""
+    path = studies_dir() / "artifacts" / study_name
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
+                        states: list[dict[str, torch.Tensor]]) -> str:
+    """Upload one trial's trained states; record the artifact id on the trial."""
+    tensors = {f"{sub}/{key}": value.contiguous() for sub, state in zip(subtasks, states)
+               for key, value in state.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial-{trial.number}.safetensors"
+        save_file(tensors, str(path), metadata={"subtasks": ",".join(subtasks)})
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
+    return artifact_id
+
+
+def load_trained_states(store, trial: optuna.trial.FrozenTrial,
+                        subtasks: list[str]) -> list[dict[str, torch.Tensor]] | None:
+    """The trained states of one trial, per subtask, or ``None`` when none are stored."""
+    artifact_id = trial.user_attrs.get(ARTIFACT_ATTR)
+    if not artifact_id:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state.safetensors"
+        try:
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except ArtifactNotFound:
+            return None
+        tensors = load_file(str(path))
+    return [{k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == sub} for sub in subtasks]
+
+
+def prune_artifacts(store, study: optuna.Study, keep: int) -> None:
+    """Remove stored weights of finished trials no longer among the best (``keep`` by score, or
+    the Pareto front). A finished trial's attributes are frozen, so a removed artifact is simply
+    absent from the store (:func:`load_trained_states` then returns ``None``)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) > 1:
+        best = {t.number for t in study.best_trials}
+    else:
+        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = {t.number for t in sorted(done, key=lambda t: t.value, reverse=reverse)[:keep]}
+    for t in study.get_trials(deepcopy=False):
+        artifact_id = t.user_attrs.get(ARTIFACT_ATTR)
+        if artifact_id and t.number not in best and t.state.is_finished():
+            try:
+                store.remove(artifact_id)
+            except ArtifactNotFound:
+                pass
