@@ -36,7 +36,7 @@ def pack(codes: torch.Tensor, packing: str) -> torch.Tensor:
     pad = (-digits.numel()) % per_byte
     digits = torch.cat([digits, digits.new_zeros(pad)]).reshape(-1, per_byte)
     base = 3 if packing == "trits" else 2 ** (8 // per_byte)
-    weights = base ** torch.arange(per_byte, dtype=torch.int16)
+    weights = base ** torch.arange(per_byte, dtype=torch.int16, device=codes.device)
     return (digits * weights).sum(-1).to(torch.uint8)
 
 
@@ -46,6 +46,6 @@ def unpack(packed: torch.Tensor, packing: str, numel: int) -> torch.Tensor:
         return packed.reshape(-1)[:numel].to(torch.int8)
     per_byte, offset = PACKINGS[packing]
     base = 3 if packing == "trits" else 2 ** (8 // per_byte)
-    weights = base ** torch.arange(per_byte, dtype=torch.int16)
+    weights = base ** torch.arange(per_byte, dtype=torch.int16, device=packed.device)
     digits = (packed.to(torch.int16).unsqueeze(-1) // weights) % base
     return (digits.reshape(-1)[:numel] - offset).to(torch.int8)
