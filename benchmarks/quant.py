@@ -7,7 +7,11 @@
 2. Accuracy: ``automl.evaluate`` of full fine-tuning with quantization-aware training (STE) and
    of LoRA r=8 on a quantized frozen base (QLoRA regime), per bit-width at the task's fixed width
    (256), mean over seeds. The evaluated model is the deployed one (merged, re-quantized).
-3. A study sweeping ``Quantization(bits=pg.oneof(...))`` (PyGlove ``Sweeping`` behind the Optuna
+3. Quantization-aware training from scratch (the "BitNet b1.58 Reloaded" setting, small
+   models): the MLP trained from a random init on the original digits task at widths 16, 32,
+   256, per bit-width, mean over seeds (reference.md: ternary ≈ 1–2 points below fp32 at width
+   32, ≤ 0.6 at width ≥ 128).
+4. A study sweeping ``Quantization(bits=pg.oneof(...))`` (PyGlove ``Sweeping`` behind the Optuna
    study): its leaderboard reports accuracy and bits per parameter for every trial.
 """
 from __future__ import annotations
@@ -24,10 +28,12 @@ os.environ.setdefault("AUTOML_STUDIES", tempfile.mkdtemp(prefix="automl-bench-")
 
 import pyglove as pg  # noqa: E402
 import torch  # noqa: E402
+from functools import cached_property  # noqa: E402
 from torch import nn  # noqa: E402
 
 import automl  # noqa: E402
 from automl import adapters, quant  # noqa: E402
+from automl.tasks.digits import DigitsSeedsTask, digits_mlp  # noqa: E402
 
 BITS = (32, 16, 8, 4, 2, 1.58)
 SEEDS = range(3)
@@ -71,6 +77,40 @@ def accuracy() -> None:
                   f"{statistics.mean(r['forgetting'] for r in runs):>10.3f} {runs[0]['bits']:>6.2f}")
 
 
+class ScratchDigits(DigitsSeedsTask):
+    """The digits MLP of a given width trained from the random init ``seed`` on the original task;
+    its "pretrained" model (reference for forgetting and intruders) is the init of seed 0."""
+
+    def __init__(self, width: int, seed: int):
+        super().__init__(seeds=(seed,), name=f"digits-scratch-w{width}")
+        self.width = width
+
+    def build_model(self) -> nn.Module:
+        return digits_mlp(self.width)
+
+    @cached_property
+    def _init(self) -> nn.Module:
+        torch.manual_seed(0)
+        return self.build_model().eval()
+
+    def pretrained_model(self) -> nn.Module:
+        return self._init
+
+
+def from_scratch() -> None:
+    bits_list = (32, 8, 4, 2, 1.58)
+    print(f"\nQAT from scratch on digits, accuracy (mean of {len(SEEDS)} seeds, 600 steps, lr 3e-3)")
+    print(f"{'width':<6}" + "".join(f"{quant.Quantization(bits=b).label:>8}" for b in bits_list))
+    for width in (16, 32, 256):
+        row = []
+        for bits in bits_list:
+            recipe = lambda s: automl.Recipe(adapter=adapters.FullFineTune(), quant=quant.Quantization(bits=bits),
+                                             lr=3e-3, steps=600, seed=s)
+            row.append(statistics.mean(automl.evaluate(recipe(s), ScratchDigits(width, s + 1)).metrics["accuracy"]
+                                       for s in SEEDS))
+        print(f"{width:<6}" + "".join(f"{a:>8.3f}" for a in row))
+
+
 def search() -> None:
     space = automl.Recipe(adapter=adapters.FullFineTune(), quant=quant.Quantization(bits=pg.oneof(list(BITS))))
     study = automl.search(space, task="digits", algorithm=pg.geno.Sweeping(), n_trials=len(BITS),
@@ -89,4 +129,5 @@ if __name__ == "__main__":
         for width in (256, 1024):
             file_sizes(width, Path(tmp))
     accuracy()
+    from_scratch()
     search()

@@ -5,7 +5,8 @@ qmax) · s`` (reference.md, "Quantization"):
 
 - intN (N = 8, 4, 2): ``qmin = −2^(N−1)``, ``qmax = 2^(N−1) − 1``, absmax scale
   ``s = max|W_block| / qmax`` per output channel (row) or per group of ``group_size`` input
-  columns of a row.
+  columns of a row. With N = 2 the absmax scale makes ``|W/s| ≤ 1``, so code −2 is never used:
+  int2 is a ternary grid with an absmax scale, most weights round to 0 (see benchmarks/quant.py).
 - ternary b1.58 (BitNet b1.58, Ma et al. 2024, arXiv 2402.17764, Eq. 1–3): ``qmin, qmax = −1, 1``
   and ``s = γ = mean|W|`` over the whole tensor (or per group); "BitNet b1.58 Reloaded"
   (Nielsen & Schneider-Kamp 2024, arXiv 2407.09527) uses ``median|W|`` for small models.
