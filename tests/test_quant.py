@@ -115,6 +115,19 @@ def test_qat_straight_through_loss_decreases():
     assert model.fc2.grid.quantize(model.fc2.weight).unique().numel() <= 3
 
 
+@pytest.mark.parametrize("bits", [8, 1.58])
+def test_ste_gradient_is_the_gradient_at_the_quantized_weight(bits):
+    linear = nn.Linear(8, 4)
+    model = nn.Sequential(linear)
+    adapters.FullFineTune().apply(model)
+    Quantization(bits=bits).apply(model)
+    x = torch.randn(6, 8)
+    model(x).square().sum().backward()
+    wq = model[0].grid.quantize(linear.weight).requires_grad_(True)   # the weight the forward used
+    nn.functional.linear(x, wq, linear.bias.detach()).square().sum().backward()
+    assert torch.allclose(linear.weight.grad, wq.grad, atol=1e-6)
+
+
 def test_qat_deploy_keeps_the_trained_function_and_plain_state_dict_keys():
     model = mlp()
     adapters.FullFineTune().apply(model)
@@ -302,6 +315,14 @@ def test_group_size_not_dividing_a_layer_names_it():
     with pytest.raises(SearchSpaceError, match=r"group_size=32.*'fc1'.*16"):
         Quantization(bits=4, group_size=32).apply(model)
     assert model.fc1.base.weight.unique().numel() > 16  # nothing was quantized
+
+
+def test_json_round_trip_keeps_the_label():
+    q = Quantization(bits=1.58, scale_rule="median", group_size=16, activations=8)
+    again = pg.from_json_str(q.to_json_str())
+    assert again == q and again.label == "b1.58-g16-median-a8"
+    with pytest.raises(SearchSpaceError, match="ternary_packing"):
+        Quantization(bits=8).bits_per_parameter(mlp(), ternary_packing="3bit")
 
 
 def test_search_space_over_bits():

@@ -154,14 +154,14 @@ class Quantization(pg.Object):
 
     def packing(self, ternary_packing: str = "trits") -> str | None:
         """How codes are packed in an export: int8, int4, int2, trits or ternary2; bf16; None for fp32."""
+        if ternary_packing not in TERNARY_PACKINGS:
+            raise SearchSpaceError(f"ternary_packing={ternary_packing!r} is unknown; choose 'trits' "
+                                   f"(5 per byte, 1.6 bits) or 'ternary2' (2 bits).")
         if self.bits == 32:
             return None
         if self.bits == 16:
             return "bf16"
         if self.bits == TERNARY:
-            if ternary_packing not in TERNARY_PACKINGS:
-                raise SearchSpaceError(f"ternary_packing={ternary_packing!r} is unknown; choose 'trits' "
-                                       f"(5 per byte, 1.6 bits) or 'ternary2' (2 bits).")
             return ternary_packing
         return f"int{int(self.bits)}"
 
