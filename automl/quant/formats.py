@@ -53,7 +53,6 @@ class IntGrid:
     ``group_size`` consecutive input columns of a row.
     """
 
-    name: str
     qmin: int
     qmax: int
     rule: str = "absmax"
@@ -114,8 +113,6 @@ class IntGrid:
 @dataclass(frozen=True)
 class Bf16Grid:
     """bfloat16: weights are rounded to the nearest bf16 value and stored as bf16."""
-
-    name: str = "bf16"
 
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         return w.detach().to(torch.bfloat16).to(torch.float32)

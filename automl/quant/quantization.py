@@ -148,9 +148,9 @@ class Quantization(pg.Object):
         if self.bits == 16:
             return Bf16Grid()
         if self.bits == TERNARY:
-            return IntGrid(self.label, -1, 1, self.scale_rule, self.group_size, per_tensor=True)
+            return IntGrid(-1, 1, self.scale_rule, self.group_size, per_tensor=True)
         b = int(self.bits)
-        return IntGrid(self.label, -2 ** (b - 1), 2 ** (b - 1) - 1, "absmax", self.group_size)
+        return IntGrid(-2 ** (b - 1), 2 ** (b - 1) - 1, "absmax", self.group_size)
 
     def packing(self, ternary_packing: str = "trits") -> str | None:
         """How codes are packed in an export: int8, int4, int2, trits or ternary2; bf16; None for fp32."""
