@@ -11,19 +11,22 @@ from automl.adapters.base import Adapter
 from automl.errors import SearchSpaceError
 from automl.merge.base import MergeMethod
 from automl.merge.linear import Linear
+from automl.mitigation import Mitigation
 from automl.quant import Quantization
 
 
 class Recipe(pg.Object):
-    """How to fine-tune: adapter, quantization, merge of per-subtask models, optimizer settings.
+    """How to fine-tune: adapter, quantization, merge of per-subtask models, intruder mitigation,
+    optimizer settings.
 
     Only ``adapter`` is required: the default is no quantization (fp32), a plain average when a
-    task yields several models, AdamW at lr 1e-3 for 300 steps of batch 64, seed 0.
+    task yields several models, no mitigation, AdamW at lr 1e-3 for 300 steps of batch 64, seed 0.
     """
 
     adapter: Adapter
     quant: Quantization = Quantization()
     merge: MergeMethod = Linear()
+    mitigation: Mitigation | None = None
     lr: float = 1e-3
     steps: int = 300
     batch_size: int = 64
@@ -40,4 +43,5 @@ class Recipe(pg.Object):
 
     def labels(self) -> dict[str, str]:
         """Readable labels of the recipe's parts (leaderboard columns)."""
-        return {"adapter": self.adapter.label, "quant": self.quant.label, "merge": self.merge.label}
+        return {"adapter": self.adapter.label, "quant": self.quant.label, "merge": self.merge.label,
+                "mitigation": "none" if self.mitigation is None else self.mitigation.label}

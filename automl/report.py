@@ -59,21 +59,15 @@ def write_report(study: "Study", out: str | Path) -> Path:
                 ovm.plot_param_importances(study.optuna)
                 save("importances.png", "Parameter importances (fANOVA)")
 
-    fig, ax = plt.subplots()
-    for adapter, rows in board.groupby("adapter"):
-        ax.scatter(rows["intruders"], rows["accuracy"], label=adapter, alpha=0.75)
-    ax.set_xlabel("intruder dimensions (sum over hidden layers)")
-    ax.set_ylabel("accuracy (deployed model)")
-    ax.legend()
-    save("accuracy_vs_intruders.png", "Accuracy vs intruder dimensions")
-
-    fig, ax = plt.subplots()
-    for adapter, rows in board.groupby("adapter"):
-        ax.scatter(rows["forgetting"], rows["accuracy"], label=adapter, alpha=0.75)
-    ax.set_xlabel("forgetting (drop in pretraining-task accuracy)")
-    ax.set_ylabel("accuracy")
-    ax.legend()
-    save("accuracy_vs_forgetting.png", "Accuracy vs forgetting")
+    for metric, label in (("intruders", "intruder dimensions (sum over hidden layers)"),
+                          ("forgetting", "forgetting (drop in pretraining-task accuracy)")):
+        fig, ax = plt.subplots()
+        for adapter, rows in board.groupby("adapter"):
+            ax.scatter(rows[metric], rows["accuracy"], label=adapter, alpha=0.75)
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy (deployed model)")
+        ax.legend()
+        save(f"accuracy_vs_{metric}.png", f"Accuracy vs {metric}")
 
     images = "\n".join(f'<figure><img src="{n}" alt="{html.escape(t)}"><figcaption>{html.escape(t)}'
                        f'</figcaption></figure>' for n, t in figures)

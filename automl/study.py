@@ -333,7 +333,7 @@ def _frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
         s = _short(p)
         clash = any(sum(1 for q in t.params if _short(q) == s) > 1 for t in trials)
         short[p] = p if clash else s
-    label_keys = ("adapter", "quant", "merge")
+    label_keys = ("adapter", "quant", "merge", "mitigation")
     subtask_metrics = sorted({k for t in trials for k in t.user_attrs if k.startswith("accuracy/")})
     rows = []
     for t in trials:
@@ -361,6 +361,8 @@ def _frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if len(subtask_metrics) <= 1 and not frame.empty:
         frame = frame.drop(columns=subtask_metrics)
+    if not frame.empty and (frame["mitigation"] == "none").all():
+        frame = frame.drop(columns=["mitigation"])
     return frame
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from automl.adapters.base import merge_adapters, select_linears, trainable_parameters
 from automl.errors import TrainingError
+from automl.merge.diagnostics import merge_metrics
 from automl.recipe import Recipe
 from automl.result import Result
 from automl.spectral import DEFAULT_CACHE, SVDCache, spectral_report
@@ -68,7 +69,11 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, evaluate: Callable[[n
 
 def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = None,
         report: Report | None = None, svd_cache: SVDCache | None = None) -> Result:
-    """Fine-tune ``recipe`` on ``task`` and measure the deployed model (see module docstring)."""
+    """Fine-tune ``recipe`` on ``task`` and measure the deployed model (see module docstring).
+
+    Order: per subtask train → merge adapter → re-quantize; merge the subtask models; mitigate
+    intruders (``recipe.mitigation``) and re-quantize; measure.
+    """
     start = time.perf_counter()
     task = resolve(task)
     device = pick_device(device)
@@ -90,16 +95,24 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
             trained_states.append({k: v.detach().cpu() for k, v in recipe.adapter.trained_state(model).items()})
         merge_adapters(model)
         deployed.append(recipe.quant.deploy(model))
+    diagnostics: dict[str, float] = {}
     if len(deployed) == 1:
         final = deployed[0]
     else:
         base = {k: v.to(device) for k, v in pretrained.state_dict().items()}
-        merged = recipe.merge.merge(base, [m.state_dict() for m in deployed])
+        states = [m.state_dict() for m in deployed]
         final = copy.deepcopy(pretrained).to(device)
-        final.load_state_dict(merged)
+        final.load_state_dict(recipe.merge.merge(base, states))
         final = recipe.quant.deploy(final)
+        tests = [s.test.to(device) for s in task.subtasks]
+        diagnostics = merge_metrics(recipe.merge, final, states,
+                                    lambda m: sum(task.loss(m, t) for t in tests) / len(tests))
+    if recipe.mitigation is not None:
+        recipe.mitigation.apply(pretrained, final, layers, cache=svd_cache or DEFAULT_CACHE)
+        final = recipe.quant.deploy(final)  # the mitigated weights, re-quantized as deployed
     final.eval()
     metrics = measure(task, pretrained, final, layers, svd_cache)
+    metrics.update(diagnostics)
     metrics["bits"] = float(recipe.quant.bits_per_parameter(final))
     metrics["trainable_params"] = float(trainable)
     metrics["train_seconds"] = train_seconds
@@ -126,6 +139,9 @@ def measure(task: Task, pretrained: nn.Module, model: nn.Module, layers: list[st
     total = 0
     for name, spectrum in report.items():
         metrics[f"intruders/{name}"] = float(spectrum.intruders)
+        metrics[f"effective_rank/{name}"] = float(spectrum.effective_rank_tuned)
+        metrics[f"drift/{name}"] = float(spectrum.drift)
+        metrics[f"overlap/{name}"] = float(spectrum.overlap)
         if min(modules[name].weight.shape) > TOP_K:
             total += spectrum.intruders
     metrics["intruders"] = float(total)

@@ -176,3 +176,16 @@ def test_exhausted_pyglove_space_stops_with_a_reason(studies):
     assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2 and states[2] == optuna.trial.TrialState.FAIL
     assert "exhausted" in study.trials()[2].user_attrs["fail_reason"]
     assert optuna.trial.TrialState.RUNNING not in states
+
+
+def test_intruder_mitigation_is_a_searchable_step(studies):
+    from automl.mitigation import Mitigation
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([2, 8])), lr=3e-3, steps=100,
+                          mitigation=pg.oneof([None, Mitigation(scale=pg.floatv(0.5, 1.0))]))
+    study = run("mitigate", 6, algorithm="random", space=space)
+    board = study.leaderboard()
+    assert set(board["mitigation"]) <= {"none", "Mitigation"} and "scale" in board.columns
+    mitigated = board[board["mitigation"] == "Mitigation"]
+    assert not mitigated.empty and mitigated["scale"].between(0.5, 1.0).all()
+    recipe = study.recipe(int(mitigated.iloc[0]["trial"]))
+    assert isinstance(recipe.mitigation, Mitigation)

@@ -80,23 +80,20 @@ class Task(abc.ABC):
         return self.build_model()
 
     @torch.no_grad()
+    def _outputs(self, model: nn.Module, data: Data, batch_size: int):
+        """``(logits, labels)`` of ``model`` on ``data`` in eval mode, batch by batch."""
+        model.eval()
+        device = next(model.parameters()).device
+        for i in range(0, len(data), batch_size):
+            yield model(data.x[i:i + batch_size].to(device)).float(), data.y[i:i + batch_size].to(device)
+
     def accuracy(self, model: nn.Module, data: Data, batch_size: int = 1024) -> float:
         """Fraction of ``data`` the model classifies correctly."""
-        model.eval()
-        device = next(model.parameters()).device
-        correct = 0
-        for i in range(0, len(data), batch_size):
-            logits = model(data.x[i:i + batch_size].to(device))
-            correct += int((logits.argmax(-1) == data.y[i:i + batch_size].to(device)).sum())
+        correct = sum(int((logits.argmax(-1) == y).sum()) for logits, y in self._outputs(model, data, batch_size))
         return correct / len(data)
 
-    @torch.no_grad()
     def loss(self, model: nn.Module, data: Data, batch_size: int = 1024) -> float:
         """Mean cross-entropy of the model on ``data``."""
-        model.eval()
-        device = next(model.parameters()).device
-        total = 0.0
-        for i in range(0, len(data), batch_size):
-            logits = model(data.x[i:i + batch_size].to(device)).float()
-            total += float(nn.functional.cross_entropy(logits, data.y[i:i + batch_size].to(device), reduction="sum"))
+        total = sum(float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                    for logits, y in self._outputs(model, data, batch_size))
         return total / len(data)
