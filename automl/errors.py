@@ -24,3 +24,7 @@ class TrainingError(AutomlError):
 
 class ExportError(AutomlError):
     """A trained state cannot be exported onto the given base model."""
+
+
+class QuantizationError(AutomlError, ValueError):
+    """A model is not in the state a quantization step needs (not merged, not deployed...)."""

@@ -349,14 +349,16 @@ def _short(name: str) -> str:
 
 def _frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
     """Leaderboard rows; searched values under short names (``adapter[LoRA].rank`` → ``rank``)
-    where no trial has two active parameters of that short name."""
+    where no trial has two active parameters of that short name and no metric has that name
+    (``quant.bits`` stays whole: ``bits`` is the bits-per-parameter metric)."""
     params = sorted({p for t in trials for p in t.params}, key=lambda p: p)
+    label_keys = ("adapter", "quant", "merge", "mitigation")
+    reserved = {"trial", "score", "seconds", *HEAD_METRICS, *TAIL_METRICS, *label_keys}
     short: dict[str, str] = {}
     for p in params:
         s = _short(p)
-        clash = any(sum(1 for q in t.params if _short(q) == s) > 1 for t in trials)
+        clash = s in reserved or any(sum(1 for q in t.params if _short(q) == s) > 1 for t in trials)
         short[p] = p if clash else s
-    label_keys = ("adapter", "quant", "merge", "mitigation")
     subtask_metrics = sorted({k for t in trials for k in t.user_attrs if k.startswith("accuracy/")})
     rows = []
     for t in trials:

@@ -189,3 +189,13 @@ def test_intruder_mitigation_is_a_searchable_step(studies):
     assert not mitigated.empty and mitigated["scale"].between(0.5, 1.0).all()
     recipe = study.recipe(int(mitigated.iloc[0]["trial"]))
     assert isinstance(recipe.mitigation, Mitigation)
+
+
+def test_searched_bits_do_not_hide_the_bits_metric(studies):
+    from automl import quant
+    space = automl.Recipe(adapter=adapters.FullFineTune(), steps=20,
+                          quant=quant.Quantization(bits=pg.oneof([8, 4, 1.58])))
+    board = run("bits", 3, algorithm="random", space=space).leaderboard()
+    assert "quant.bits" in board.columns
+    assert (board["bits"] > board["quant.bits"]).all()     # scales count: int4 ≈ 4.27 bits/parameter
+    assert set(board["quant"]) <= {"int8", "int4", "b1.58"}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from automl.adapters.base import AdapterLayer, replace_module
-from automl.errors import AutomlError, SearchSpaceError
+from automl.errors import QuantizationError, SearchSpaceError
 from automl.quant.formats import Bf16Grid, IntGrid, quantize_activations
 from automl.quant.packing import packed_nbytes
 
@@ -31,10 +31,6 @@ SUPPORTED_BITS = (32, 16, 8, 4, 2, TERNARY)
 SCALE_RULES = ("mean", "median")
 ACTIVATION_BITS = (None, 8)
 TERNARY_PACKINGS = ("trits", "ternary2")
-
-
-class QuantizationError(AutomlError, ValueError):
-    """A model is not in the state a quantization step needs (not merged, not deployed...)."""
 
 
 def _quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
