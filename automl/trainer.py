@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from automl.adapters.base import merge_adapters, select_linears, trainable_parameters
+from automl.adapters.base import merge_adapters, trainable_parameters
 from automl.errors import TrainingError
 from automl.merge.diagnostics import merge_metrics
 from automl.recipe import Recipe
@@ -78,7 +78,7 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
     task = resolve(task)
     device = pick_device(device)
     pretrained = task.pretrained_model()
-    layers = select_linears(pretrained, recipe.adapter.targets)
+    layers = recipe.adapter.adapted_layers(pretrained)
     deployed, trained_states, train_seconds, trainable = [], [], 0.0, 0
     for i, sub in enumerate(task.subtasks):
         model = task.initial_model(sub).to(device)

@@ -198,9 +198,13 @@ class Adapter(pg.Object):
     def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
         """The adapter layer that replaces ``linear`` (named ``name``)."""
 
+    def adapted_layers(self, model: nn.Module) -> list[str]:
+        """Names of the linear layers of ``model`` this adapter changes."""
+        return select_linears(model, self.targets)
+
     def apply(self, model: nn.Module) -> nn.Module:
         """Adapt ``model`` in place and return it; only the adapter's parameters stay trainable."""
-        names = select_linears(model, self.targets)
+        names = self.adapted_layers(model)
         for p in model.parameters():
             p.requires_grad_(False)
         for name in names:
@@ -220,3 +224,38 @@ class Adapter(pg.Object):
                 for key, tensor in module.trained_state().items():
                     state[f"{name}.{key}"] = tensor.detach()
         return state
+
+
+class RankedAdapter(Adapter):
+    """An adapter with a rank per layer: ``rank`` everywhere, or, with ``ranks`` (e.g.
+    :class:`automl.adapters.WeLoreRanks`, or any ``pg.Object`` with a method
+    ``ranks(model, layers, rank) -> {layer: rank}``), sized per layer — layers it leaves out
+    stay frozen."""
+
+    rank: int = 8
+    ranks: pg.Object | None = None
+
+    def _on_bound(self) -> None:
+        super()._on_bound()
+        if isinstance(self.rank, int) and self.rank <= 0:
+            raise SearchSpaceError(f"{type(self).__name__}.rank must be a positive integer, got {self.rank}.")
+
+    def layer_ranks(self, model: nn.Module) -> dict[str, int]:
+        """The rank of every adapted layer of (pretrained) ``model``."""
+        names = select_linears(model, self.targets)
+        if self.ranks is None:
+            return {n: self.rank for n in names}
+        return self.ranks.ranks(model, names, self.rank)
+
+    def adapted_layers(self, model: nn.Module) -> list[str]:
+        return list(self.layer_ranks(model))
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        self._layer_ranks = self.layer_ranks(model)
+        return super().apply(model)
+
+    def layer_rank(self, name: str, linear: nn.Linear) -> int:
+        """The rank for layer ``name``, checked against its shape."""
+        rank = getattr(self, "_layer_ranks", {}).get(name, self.rank)
+        check_rank(rank, name, linear)
+        return rank

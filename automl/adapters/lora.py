@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from automl.adapters.base import Adapter, AdapterLayer, check_rank, principal_svd
+from automl.adapters.base import AdapterLayer, RankedAdapter, principal_svd
 from automl.errors import SearchSpaceError
 
 INITS = ("lora", "pissa")
@@ -126,21 +126,18 @@ class LoraLinear(AdapterLayer):
         return state
 
 
-class LoRA(Adapter):
+class LoRA(RankedAdapter):
     """Low-rank adaptation with scale ``s = alpha / rank``.
 
     Subclasses (rsLoRA, PiSSA, DoRA) change :meth:`scaling` or :meth:`layer_options`;
     :meth:`layer_rank` may choose a rank per layer (e.g. from its spectrum, as WeLore does).
     """
 
-    rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
 
     def _on_bound(self) -> None:
         super()._on_bound()
-        if isinstance(self.rank, int) and self.rank <= 0:
-            raise SearchSpaceError(f"{type(self).__name__}.rank must be a positive integer, got {self.rank}.")
         if isinstance(self.alpha, (int, float)) and not self.alpha > 0:
             raise SearchSpaceError(f"{type(self).__name__}.alpha must be positive, got {self.alpha}.")
         if isinstance(self.dropout, float) and not 0.0 <= self.dropout < 1.0:
@@ -150,15 +147,10 @@ class LoRA(Adapter):
         """The update's scale ``s`` at ``rank``: ``alpha / rank`` (LoRA §4.1)."""
         return self.alpha / rank
 
-    def layer_rank(self, name: str, linear: nn.Linear) -> int:
-        """The rank used for layer ``name`` (the same ``rank`` everywhere here)."""
-        return self.rank
-
     def layer_options(self) -> dict:
         """Keyword options of :class:`LoraLinear` that define the variant (none for LoRA)."""
         return {}
 
     def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
         rank = self.layer_rank(name, linear)
-        check_rank(rank, name, linear)
         return LoraLinear(linear, rank, self.scaling(rank), self.dropout, **self.layer_options())

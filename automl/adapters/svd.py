@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from automl.adapters.base import Adapter, AdapterLayer, check_rank, principal_svd
+from automl.adapters.base import AdapterLayer, RankedAdapter, principal_svd
 from automl.errors import SearchSpaceError
 
 
@@ -62,25 +62,13 @@ class SvdLinear(AdapterLayer):
         return state
 
 
-class SvdAdapter(Adapter):
-    """An adapter of the SVD family at ``rank`` (shared validation and wrapping)."""
-
-    rank: int = 8
+class SvdAdapter(RankedAdapter):
+    """An adapter of the SVD family (shared wrapping)."""
 
     train_vectors = True  # class constant: whether the singular vectors train too
 
-    def _on_bound(self) -> None:
-        super()._on_bound()
-        if isinstance(self.rank, int) and self.rank <= 0:
-            raise SearchSpaceError(f"{type(self).__name__}.rank must be a positive integer, got {self.rank}.")
-
-    def layer_rank(self, name: str, linear: nn.Linear) -> int:
-        """The rank used for layer ``name`` (the same ``rank`` everywhere here)."""
-        return self.rank
-
     def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
         rank = self.layer_rank(name, linear)
-        check_rank(rank, name, linear)
         return SvdLinear(linear, rank, train_vectors=self.train_vectors)
 
 
