@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from tqdm.auto import tqdm
 
-from automl.artifacts import default_store, load_trained_states, prune_artifacts, save_trained_states
+from automl.artifacts import ARTIFACT_ATTR, default_store, load_trained_states, prune_artifacts, save_trained_states
 from automl.errors import AutomlError, SearchSpaceError, StudyError
 from automl.export import export_adapter
 from automl.objective import Objective
@@ -41,6 +41,7 @@ from automl.trainer import fit
 SPACE_ATTR, SPACE_HASH_ATTR = "automl:space", "automl:space_hash"
 TASK_ATTR, TASK_REF_ATTR, OBJECTIVE_ATTR = "automl:task", "automl:task_ref", "automl:objective"
 RECIPE_ATTR, LABELS_ATTR, FAIL_ATTR = "recipe", "automl:labels", "fail_reason"
+DUPLICATE_ATTR = "automl:duplicate_of"
 HEAD_METRICS = ("accuracy", "forgetting", "intruders", "bits")
 TAIL_METRICS = ("pretrain_accuracy", "trainable_params")
 PRUNERS = {
@@ -261,6 +262,13 @@ class Study:
         """Materialize the trial's recipe, store it, fit it, store its metrics; its objective values."""
         dna = suggest(trial, space, spec)
         trial.set_user_attr(DNA_ATTR, pg.to_json_str(dna))
+        previous = self._same_recipe(trial)
+        if previous is not None:  # don't train a recipe twice: reuse its result (Optuna FAQ)
+            for key, value in previous.user_attrs.items():
+                if key not in (PROPOSAL_ATTR, ARTIFACT_ATTR):
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr(DUPLICATE_ATTR, previous.number)
+            return previous.value if len(previous.values) == 1 else tuple(previous.values)
         recipe = pg.materialize(space, dna)
         trial.set_user_attr(RECIPE_ATTR, recipe.to_json_str())
         trial.set_user_attr(LABELS_ATTR, recipe.labels())
@@ -269,6 +277,13 @@ class Study:
             trial.set_user_attr(key, value)
         save_trained_states(self.artifact_store, trial, [s.name for s in task.subtasks], result.trained_states)
         return self.objective.values(result)
+
+    def _same_recipe(self, trial: optuna.Trial) -> FrozenTrial | None:
+        """A completed, trained trial with exactly this trial's parameters, if any."""
+        for t in self.trials((TrialState.COMPLETE,)):
+            if t.params == trial.params and DUPLICATE_ATTR not in t.user_attrs:
+                return t
+        return None
 
     # -- reviewing --------------------------------------------------------------------------
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
@@ -312,8 +327,9 @@ class Study:
 
     def leaderboard(self, top: int | None = None) -> pd.DataFrame:
         """Completed trials, best first: trial, score (or each objective), metrics, the recipe's
-        labels (adapter, quant, merge) and searched values, seconds. Indexed by ``rank`` (1 = best)."""
-        trials = self.trials((TrialState.COMPLETE,))
+        labels (adapter, quant, merge) and searched values, seconds. Indexed by ``rank`` (1 = best).
+        A trial that repeated an earlier recipe (``automl:duplicate_of``) is listed once, as that one."""
+        trials = [t for t in self.trials((TrialState.COMPLETE,)) if DUPLICATE_ATTR not in t.user_attrs]
         frame = _frame(trials, self.objective)
         if frame.empty:
             return frame

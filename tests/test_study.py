@@ -199,3 +199,18 @@ def test_searched_bits_do_not_hide_the_bits_metric(studies):
     assert "quant.bits" in board.columns
     assert (board["bits"] > board["quant.bits"]).all()     # scales count: int4 ≈ 4.27 bits/parameter
     assert set(board["quant"]) <= {"int8", "int4", "b1.58"}
+
+
+def test_a_repeated_recipe_is_not_trained_again(studies, monkeypatch):
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=20)
+    study = run("dupes", 6, algorithm="random", space=space)
+    trials = study.trials()
+    originals = {t.number for t in trials if "automl:duplicate_of" not in t.user_attrs}
+    assert len(originals) == 2 and len(study.leaderboard()) == 2
+    for t in trials:
+        if t.number not in originals:
+            first = study._trial(t.user_attrs["automl:duplicate_of"])
+            assert t.params == first.params and t.value == first.value
+    import automl.study as study_module
+    monkeypatch.setattr(study_module, "fit", lambda *a, **k: pytest.fail("a known recipe was re-trained"))
+    study.optimize(2, algorithm="random", progress=False)
