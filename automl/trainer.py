@@ -51,8 +51,8 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, evaluate: Callable[[n
     optimizer = torch.optim.AdamW(params, lr=recipe.lr)
     generator = torch.Generator().manual_seed(recipe.seed)
     every = max(1, recipe.steps // REPORTS_PER_SUBTASK)
+    model.train()
     for step in range(1, recipe.steps + 1):
-        model.train()
         batch = torch.randint(len(data), (recipe.batch_size,), generator=generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(data.x[batch])
@@ -65,6 +65,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, evaluate: Callable[[n
         optimizer.step()
         if report is not None and evaluate is not None and (step % every == 0 or step == recipe.steps):
             report(step_offset + step, evaluate(model))
+            model.train()  # evaluation left it in eval mode
 
 
 def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = None,
