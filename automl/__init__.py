@@ -5,7 +5,10 @@ algorithm (any Optuna sampler or PyGlove generator) proposes recipes; the traine
 each on a task and scores the deployed model on accuracy plus spectral penalties (intruder
 dimensions), forgetting and bits per parameter. Every trial is stored in an Optuna study.
 """
+import pyglove as pg
+
 from automl import adapters, errors, merge, quant, spectral, tasks
+from automl.errors import SearchSpaceError
 from automl.objective import Objective
 from automl.recipe import Recipe
 from automl.result import Result
@@ -16,9 +19,6 @@ from automl.trainer import fit
 
 def evaluate(recipe: Recipe, task: "str | Task" = "digits", device=None) -> Result:
     """Fine-tune one concrete ``recipe`` on ``task`` (no study) and return its :class:`Result`."""
-    import pyglove as pg
-
-    from automl.errors import SearchSpaceError
     if not isinstance(recipe, Recipe):
         raise SearchSpaceError(f"evaluate takes an automl.Recipe, got {type(recipe).__name__}.")
     if not pg.is_deterministic(recipe):

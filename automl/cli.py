@@ -119,7 +119,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_studies(args: argparse.Namespace) -> None:
     from automl.study import list_studies
     rows = list_studies(args.storage)
-    _print_frame(pd.DataFrame(rows)) if rows else print("(no studies)")
+    if rows:
+        _print_frame(pd.DataFrame(rows))
+    else:
+        print("(no studies)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

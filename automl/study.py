@@ -8,6 +8,7 @@ the study stores its space, task and objective, so workers and reviewers need on
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import re
@@ -204,7 +205,6 @@ class Study:
         ref = self.optuna.user_attrs.get(TASK_REF_ATTR, "")
         module, _, qualname = ref.partition(":")
         try:
-            import importlib
             obj = importlib.import_module(module)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
@@ -360,21 +360,33 @@ def _reporter(trial: optuna.Trial):
 
 
 def _short(name: str) -> str:
+    """``adapter[LoRA].rank`` → ``rank``."""
     return re.sub(r"\[[^\]]*\]", "", name).split(".")[-1]
+
+
+def _field_short(name: str) -> str:
+    """``quant[Quantization#2].bits`` → ``quant.bits``."""
+    parts = re.sub(r"\[[^\]]*\]", "", name).split(".")
+    return f"{parts[0]}.{parts[-1]}" if len(parts) > 1 else parts[0]
 
 
 def _frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
     """Leaderboard rows; searched values under short names (``adapter[LoRA].rank`` → ``rank``)
-    where no trial has two active parameters of that short name and no metric has that name
-    (``quant.bits`` stays whole: ``bits`` is the bits-per-parameter metric)."""
+    where no trial has two active parameters of that short name and no metric has that name;
+    else under the recipe field and short name (``quant[Quantization#2].bits`` → ``quant.bits``,
+    since ``bits`` is the bits-per-parameter metric); else the full name."""
     params = sorted({p for t in trials for p in t.params}, key=lambda p: p)
     label_keys = ("adapter", "quant", "merge", "mitigation")
     reserved = {"trial", "score", "seconds", *HEAD_METRICS, *TAIL_METRICS, *label_keys}
     short: dict[str, str] = {}
-    for p in params:
-        s = _short(p)
-        clash = s in reserved or any(sum(1 for q in t.params if _short(q) == s) > 1 for t in trials)
-        short[p] = p if clash else s
+    for naming in (_short, _field_short, str):
+        for p in params:
+            if p in short:
+                continue
+            name = naming(p)
+            clash = name in reserved or any(sum(1 for q in t.params if naming(q) == name) > 1 for t in trials)
+            if not clash or naming is str:
+                short[p] = name
     subtask_metrics = sorted({k for t in trials for k in t.user_attrs if k.startswith("accuracy/")})
     rows = []
     for t in trials:
