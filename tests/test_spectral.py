@@ -85,17 +85,25 @@ def test_rotation_inside_pretrained_top_space_has_no_intruders(cache):
     assert intruder_dimensions(w0, w1, cache=cache) == 0
 
 
-def test_intruder_count_matches_peft_port(cache):
+def _peft_lora(seed, in_features, out_features, rank, lora_b, lora_a):
+    """A one-layer peft LoRA model with the factors ``lora_b()``, ``lora_a()`` (drawn after
+    seeding); returns the model, its layer and the pretrained weight."""
     peft = pytest.importorskip("peft")
-    from peft.tuners.lora.intruders import reduce_intruder_dimension
-    torch.manual_seed(0)
-    base = nn.Sequential(OrderedDict(fc=nn.Linear(48, 32)))
+    torch.manual_seed(seed)
+    base = nn.Sequential(OrderedDict(fc=nn.Linear(in_features, out_features)))
     w0 = base.fc.weight.detach().clone()
-    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["fc"]))
+    model = peft.get_peft_model(base, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["fc"]))
     layer = model.base_model.model.fc
     with torch.no_grad():
-        layer.lora_B["default"].weight.copy_(torch.randn(32, 4) * 0.5)
-        layer.lora_A["default"].weight.copy_(torch.randn(4, 48) * 0.5)
+        layer.lora_B["default"].weight.copy_(lora_b())
+        layer.lora_A["default"].weight.copy_(lora_a())
+    return model, layer, w0
+
+
+def test_intruder_count_matches_peft_port(cache):
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+    model, layer, w0 = _peft_lora(0, 48, 32, 4, lambda: torch.randn(32, 4) * 0.5,
+                                  lambda: torch.randn(4, 48) * 0.5)
     w1 = w0 + layer.get_delta_weight("default")
     logged = []
     reduce_intruder_dimension(model, logging_sink=logged.append)
@@ -234,17 +242,10 @@ def test_mitigation_leaves_layers_no_wider_than_top_k_alone(cache):
 
 
 def test_mitigation_matches_peft_reduce_intruder_dimension(cache):
-    peft = pytest.importorskip("peft")
     from peft.tuners.lora.intruders import reduce_intruder_dimension
-    torch.manual_seed(2)
-    base = nn.Sequential(OrderedDict(fc=nn.Linear(16, 96)))
-    w0 = base.fc.weight.detach().clone()
     # r = min(out, in): peft's refit of the mitigated delta into rank r is then exact
-    model = peft.get_peft_model(base, peft.LoraConfig(r=16, lora_alpha=32, target_modules=["fc"]))
-    layer = model.base_model.model.fc
-    with torch.no_grad():
-        layer.lora_B["default"].weight.copy_(torch.randn(96, 2) @ torch.randn(2, 16) * 0.3)
-        layer.lora_A["default"].weight.copy_(torch.randn(16, 16) * 0.3)
+    model, layer, w0 = _peft_lora(2, 16, 96, 16, lambda: torch.randn(96, 2) @ torch.randn(2, 16) * 0.3,
+                                  lambda: torch.randn(16, 16) * 0.3)
     ours = _linear_model(w0 + layer.get_delta_weight("default").detach())
     reference = _linear_model(w0)
     reduce_intruder_dimension(model, mitigation_lambda=0.6, logging_sink=None)

@@ -67,6 +67,11 @@ class MergeMethod(pg.Object):
         self.check_count(len(models))
         if len(models) == 1:
             return dict(models[0])
+        return self.merge_models(base, models)
+
+    def merge_models(self, base: dict[str, torch.Tensor],
+                     models: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Merge two or more validated state dicts; per tensor unless a method needs all at once."""
         return {k: self.merge_one(k, base[k], [m[k] for m in models]) for k in base}
 
     def merge_one(self, name: str, base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -307,13 +307,9 @@ class WeightMatching(MergeMethod):
         aligned.load_state_dict(self.align_state(reference.state_dict(), other.state_dict(), spec))
         return aligned
 
-    def merge(self, base: dict[str, torch.Tensor],
-              models: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def merge_models(self, base: dict[str, torch.Tensor],
+                     models: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Align ``models[1:]`` to ``models[0]``, then ``then.merge(base, aligned)``."""
-        check_compatible(base, models)
-        self.check_count(len(models))
-        if len(models) == 1:
-            return dict(models[0])
         spec = spec_from_state(models[0])
         aligned = [models[0]] + [self.align_state(models[0], m, spec) for m in models[1:]]
         return self.then.merge(base, aligned)
