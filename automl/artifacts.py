@@ -59,10 +59,11 @@ def load_trained_states(store, trial: optuna.trial.FrozenTrial,
     return [{k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == sub} for sub in subtasks]
 
 
-def prune_artifacts(store, study: optuna.Study, keep: int) -> None:
+def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str]) -> None:
     """Remove stored weights of finished trials no longer among the best (``keep`` by score, or
     the Pareto front). A finished trial's attributes are frozen, so a removed artifact is simply
-    absent from the store (:func:`load_trained_states` then returns ``None``)."""
+    absent from the store (:func:`load_trained_states` then returns ``None``); ``removed``
+    holds the ids already removed (or found gone), so each is tried once."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) > 1:
         best = {t.number for t in study.best_trials}
@@ -71,8 +72,9 @@ def prune_artifacts(store, study: optuna.Study, keep: int) -> None:
         best = {t.number for t in sorted(done, key=lambda t: t.value, reverse=reverse)[:keep]}
     for t in study.get_trials(deepcopy=False):
         artifact_id = t.user_attrs.get(ARTIFACT_ATTR)
-        if artifact_id and t.number not in best and t.state.is_finished():
+        if artifact_id and artifact_id not in removed and t.number not in best and t.state.is_finished():
             try:
                 store.remove(artifact_id)
             except ArtifactNotFound:
-                pass
+                pass  # another worker removed it
+            removed.add(artifact_id)

@@ -121,6 +121,7 @@ class Study:
         self._task = task
         self.artifact_store = artifact_store or default_store(study.study_name)
         self.keep_artifacts = keep_artifacts
+        self._removed_artifacts: set[str] = set()
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -250,7 +251,8 @@ class Study:
                 raise
             else:
                 self.optuna.tell(trial, values)
-                prune_artifacts(self.artifact_store, self.optuna, self.keep_artifacts)
+                prune_artifacts(self.artifact_store, self.optuna, self.keep_artifacts,
+                                self._removed_artifacts)
                 if not multi:
                     bar.set_postfix(best=f"{self.optuna.best_value:.4f}")
             bar.update()

@@ -87,7 +87,7 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         recipe.adapter.apply(model)
         recipe.quant.apply(model)
         trainable = trainable_parameters(model)
-        train_data, test_data = sub.train.to(device), sub.test.to(device)
+        train_data, test_data = task.on_device(sub.train, device), task.on_device(sub.test, device)
         t0 = time.perf_counter()
         train(model, train_data, recipe, evaluate=lambda m: task.accuracy(m, test_data),
               report=report, step_offset=i * recipe.steps)
@@ -104,7 +104,7 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         final = copy.deepcopy(pretrained).to(device)
         final.load_state_dict(recipe.merge.merge(base, states))
         final = recipe.quant.deploy(final)
-        tests = [s.test.to(device) for s in task.subtasks]
+        tests = [task.on_device(s.test, device) for s in task.subtasks]
         diagnostics = merge_metrics(recipe.merge, final, states,
                                     lambda m: sum(task.loss(m, t) for t in tests) / len(tests))
     if recipe.mitigation is not None:
@@ -129,10 +129,11 @@ def measure(task: Task, pretrained: nn.Module, model: nn.Module, layers: list[st
     head), so its count is reported as ``intruders/<layer>`` but kept out of the sum.
     """
     metrics: dict[str, float] = {}
+    device = next(model.parameters()).device
     for sub in task.subtasks:
-        metrics[f"accuracy/{sub.name}"] = task.accuracy(model, sub.test)
+        metrics[f"accuracy/{sub.name}"] = task.accuracy(model, task.on_device(sub.test, device))
     metrics["accuracy"] = sum(metrics[f"accuracy/{s.name}"] for s in task.subtasks) / len(task.subtasks)
-    metrics["pretrain_accuracy"] = task.accuracy(model, task.pretrain_data)
+    metrics["pretrain_accuracy"] = task.accuracy(model, task.on_device(task.pretrain_data, device))
     metrics["forgetting"] = task.pretrained_accuracy - metrics["pretrain_accuracy"]
     report = spectral_report(pretrained, model, layers=layers, top_k=TOP_K, cache=svd_cache or DEFAULT_CACHE)
     modules = dict(model.named_modules())

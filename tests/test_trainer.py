@@ -66,3 +66,11 @@ def test_evaluate_takes_a_task_object():
     task = tasks.get("digits")
     result = automl.evaluate(automl.Recipe(adapter=adapters.LoRA(rank=1), steps=10), task=task)
     assert isinstance(result, automl.Result) and isinstance(result.model, torch.nn.Module)
+
+
+def test_task_data_is_uploaded_to_a_device_once():
+    task = tasks.get("digits")
+    data = task.subtasks[0].test
+    assert task.on_device(data, torch.device("cpu")) is data
+    first = task.on_device(data, torch.device("meta"))        # stands in for a CUDA device
+    assert first.x.device.type == "meta" and task.on_device(data, torch.device("meta")) is first

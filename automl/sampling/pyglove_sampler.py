@@ -62,7 +62,8 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
         self._generator = generator
         self._max_attempts = max_proposal_attempts
         self._recovered = False
-        self._seen: set[str] = set()
+        self._seen: set[str] = set()       # parameter keys of every trial in the study
+        self._keyed: set[int] = set()      # numbers of the trials already in _seen
         self._proposals: dict[int, tuple[pg.DNA, dict[str, Any]]] = {}
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -80,7 +81,10 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if not self._recovered:
             self._recover(study)
-        self._seen.update(_key(t.params) for t in study.get_trials(deepcopy=False) if t.params)
+        for t in study.get_trials(deepcopy=False):
+            if t.number not in self._keyed and t.params:
+                self._seen.add(_key(t.params))
+                self._keyed.add(t.number)
         for _ in range(self._max_attempts):
             try:
                 dna = self._generator.propose()

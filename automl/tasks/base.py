@@ -72,6 +72,16 @@ class Task(abc.ABC):
             self.__dict__["_pretrained_accuracy"] = self.accuracy(self.pretrained_model(), self.pretrain_data)
         return self.__dict__["_pretrained_accuracy"]
 
+    def on_device(self, data: Data, device: torch.device) -> Data:
+        """``data`` on ``device``, uploaded once per process and kept (a no-op on the CPU)."""
+        if device.type == "cpu":
+            return data
+        uploads = self.__dict__.setdefault("_uploads", {})
+        key = (id(data), str(device))
+        if key not in uploads:
+            uploads[key] = (data, data.to(device))  # keep ``data`` alive so its id stays unique
+        return uploads[key][1]
+
     def initial_model(self, subtask: Subtask) -> nn.Module:
         """The model a subtask's fine-tuning starts from (a copy; safe to modify)."""
         if subtask.init_seed is None:
