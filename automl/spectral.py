@@ -197,7 +197,9 @@ class SVDCache:
         if missing:
             first = [index[0] for index in missing.values()]
             for key, factors in zip(missing, batched_svd([ws[i] for i in first])):
-                factors = tuple(f.cpu().clone() for f in factors)   # own storage, not the batch's
+                # own row-major storage, not the batch's: memory and disk hits then have one layout,
+                # so later products take the same BLAS path and give the same bits
+                factors = tuple(f.cpu().clone(memory_format=torch.contiguous_format) for f in factors)
                 self._memory[key] = factors
                 self.misses += 1
                 if self.persist:

@@ -290,6 +290,17 @@ def test_cache_hits_memory_then_disk_and_survives_a_new_process(cache):
     assert (misses, disk_hits) == ("0", "1") and float(error) < 1e-5
 
 
+def test_cache_returns_one_row_major_layout_from_memory_and_disk(cache):
+    w = torch.randn(40, 24)                                  # LAPACK returns U column-major
+    computed = cache.svd(w)
+    from_memory = cache.svd(w)
+    from_disk = SVDCache(cache.directory).svd(w)
+    for factors in (computed, from_memory, from_disk):
+        assert all(f.is_contiguous() for f in factors)
+    for a, b in zip(computed, from_disk):
+        assert a.stride() == b.stride() and torch.equal(a, b)
+
+
 def test_cache_recomputes_an_unreadable_file(cache):
     w = torch.randn(12, 9)
     u, s, vh = cache.svd(w)
