@@ -4,15 +4,13 @@ from __future__ import annotations
 import pyglove as pg
 
 from automl.errors import SearchSpaceError
-
-METRICS = ("accuracy", "pretrain_accuracy", "forgetting", "intruders", "bits", "trainable_params", "seconds")
+from automl.metrics import lookup
 
 
 def check_metric(name: str) -> None:
-    """``name`` must be a metric of :class:`automl.Result` (or a per-subtask/per-layer one)."""
-    if name.split("/", 1)[0] not in METRICS:
-        raise SearchSpaceError(f"unknown metric {name!r}; choose from {list(METRICS)} "
-                               f"(or 'accuracy/<subtask>', 'intruders/<layer>').")
+    """``name`` must be a stored metric (see :data:`automl.metrics.METRICS`), e.g. ``accuracy``,
+    ``accuracy/<subtask>``, ``intruders/<layer>``, ``drift/<layer>``, ``merge/barrier``."""
+    lookup(name)
 
 
 class Objective(pg.Object):

@@ -14,6 +14,7 @@ import pyglove as pg
 import torch
 from torch import nn
 
+from automl.constraints import RANK
 from automl.errors import SearchSpaceError
 
 ALL_LINEAR = "all-linear"
@@ -226,6 +227,7 @@ class Adapter(pg.Object):
         return state
 
 
+@pg.members([("rank", RANK.set_default(8), "rank of every adapted layer (typed: each pg.oneof candidate is checked)")])
 class RankedAdapter(Adapter):
     """An adapter with a rank per layer: ``rank`` everywhere, or, with ``ranks`` (e.g.
     :class:`automl.adapters.WeLoreRanks`, or any ``pg.Object`` with a method
@@ -234,11 +236,6 @@ class RankedAdapter(Adapter):
 
     rank: int = 8
     ranks: pg.Object | None = None
-
-    def _on_bound(self) -> None:
-        super()._on_bound()
-        if isinstance(self.rank, int) and self.rank <= 0:
-            raise SearchSpaceError(f"{type(self).__name__}.rank must be a positive integer, got {self.rank}.")
 
     def layer_ranks(self, model: nn.Module) -> dict[str, int]:
         """The rank of every adapted layer of (pretrained) ``model``."""

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 
+import pyglove as pg
 import torch
 from torch import nn
 
 from automl.adapters.base import AdapterLayer, RankedAdapter, principal_svd
+from automl.constraints import LORA_ALPHA, LORA_DROPOUT
 from automl.errors import SearchSpaceError
 
 INITS = ("lora", "pissa")
@@ -126,6 +128,8 @@ class LoraLinear(AdapterLayer):
         return state
 
 
+@pg.members([("alpha", LORA_ALPHA.set_default(16.0), "scale numerator (typed: > 0 in every candidate)"),
+             ("dropout", LORA_DROPOUT.set_default(0.0), "dropout on the adapter input (typed: in [0, 1))")])
 class LoRA(RankedAdapter):
     """Low-rank adaptation with scale ``s = alpha / rank``.
 
@@ -135,13 +139,6 @@ class LoRA(RankedAdapter):
 
     alpha: float = 16.0
     dropout: float = 0.0
-
-    def _on_bound(self) -> None:
-        super()._on_bound()
-        if isinstance(self.alpha, (int, float)) and not self.alpha > 0:
-            raise SearchSpaceError(f"{type(self).__name__}.alpha must be positive, got {self.alpha}.")
-        if isinstance(self.dropout, float) and not 0.0 <= self.dropout < 1.0:
-            raise SearchSpaceError(f"{type(self).__name__}.dropout must lie in [0, 1), got {self.dropout}.")
 
     def scaling(self, rank: int) -> float:
         """The update's scale ``s`` at ``rank``: ``alpha / rank`` (LoRA §4.1)."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from automl.adapters.base import AdapterLayer, replace_module
+from automl.constraints import QUANT_ACTIVATIONS, QUANT_BITS, QUANT_GROUP_SIZE, QUANT_SCALE_RULE
 from automl.errors import QuantizationError, SearchSpaceError
 from automl.quant.formats import Bf16Grid, IntGrid, quantize_activations
 from automl.quant.packing import packed_nbytes
@@ -93,6 +94,10 @@ def quantized_weight_keys(model: nn.Module) -> set[str]:
     return {f"{name}.weight" for name, module in model.named_modules() if id(module) in ids}
 
 
+@pg.members([("bits", QUANT_BITS.set_default(32), "bits per weight (typed: checked in every candidate)"),
+             ("group_size", QUANT_GROUP_SIZE.set_default(None), "input columns per scale, None: per channel"),
+             ("scale_rule", QUANT_SCALE_RULE.set_default("mean"), "ternary scale rule"),
+             ("activations", QUANT_ACTIVATIONS.set_default(None), "activation bits, None: float")])
 class Quantization(pg.Object):
     """Weight (and optionally activation) precision of the fine-tuned, deployed model.
 
@@ -105,25 +110,12 @@ class Quantization(pg.Object):
     Scales are stored in bfloat16 (see :mod:`automl.quant.formats`).
     """
 
+    # Typed fields: PyGlove checks every candidate of a pg.oneof against them, so an unsupported
+    # value is refused when the space is written.
     bits: float = 32
     group_size: int | None = None
     scale_rule: str = "mean"
     activations: int | None = None
-
-    def _on_bound(self) -> None:
-        super()._on_bound()
-        if isinstance(self.bits, (int, float)) and self.bits not in SUPPORTED_BITS:
-            raise SearchSpaceError(f"Quantization.bits={self.bits} is not supported; choose one of "
-                                   f"{SUPPORTED_BITS} (1.58 = ternary BitNet b1.58).")
-        if isinstance(self.group_size, int) and self.group_size <= 0:
-            raise SearchSpaceError(f"Quantization.group_size must be a positive integer or None (one scale "
-                                   f"per output channel), got {self.group_size}.")
-        if isinstance(self.scale_rule, str) and self.scale_rule not in SCALE_RULES:
-            raise SearchSpaceError(f"Quantization.scale_rule={self.scale_rule!r} is unknown; choose 'mean' "
-                                   f"(BitNet b1.58) or 'median' (BitNet b1.58 Reloaded).")
-        if (self.activations is None or isinstance(self.activations, int)) and self.activations not in ACTIVATION_BITS:
-            raise SearchSpaceError(f"Quantization.activations={self.activations} is not supported; use None "
-                                   f"(float activations) or 8 (8-bit per-token absmax).")
 
     @property
     def label(self) -> str:
