@@ -18,16 +18,25 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 from safetensors.torch import load_file, save_file
 
+from automl.errors import AutomlError
 from automl.paths import studies_dir
+from automl.study import records
 
-ARTIFACT_ATTR = "automl:artifact"
+ARTIFACT_ATTR = records.ARTIFACT
+
+
+class LocalArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store whose folder is created on the first upload, so
+    opening a study to read it creates nothing."""
+
+    def write(self, artifact_id: str, content_body) -> None:
+        Path(self._base_path).mkdir(parents=True, exist_ok=True)
+        super().write(artifact_id, content_body)
 
 
 def default_store(study_name: str) -> FileSystemArtifactStore:
-    """``studies/artifacts/<study>``."""
-    path = studies_dir() / "artifacts" / study_name
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+    """``studies/artifacts/<study>`` (created on the first upload)."""
+    return LocalArtifactStore(str(studies_dir(create=False) / "artifacts" / study_name))
 
 
 def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
@@ -39,23 +48,27 @@ def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
         path = Path(tmp) / f"trial-{trial.number}.safetensors"
         save_file(tensors, str(path), metadata={"subtasks": ",".join(subtasks)})
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-    trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
+    records.put(trial.study, trial, records.ARTIFACT, artifact_id)
     return artifact_id
 
 
-def load_trained_states(store, trial: optuna.trial.FrozenTrial,
-                        subtasks: list[str]) -> list[dict[str, torch.Tensor]] | None:
-    """The trained states of one trial, per subtask, or ``None`` when none are stored."""
-    artifact_id = trial.user_attrs.get(ARTIFACT_ATTR)
+def load_trained_states(store, trial: optuna.trial.FrozenTrial, subtasks: list[str],
+                        study_name: str = "?") -> list[dict[str, torch.Tensor]] | None:
+    """The trained states of one trial, per subtask, or ``None`` when none are stored (or the
+    stored id no longer resolves). A stored id that is not an artifact id is refused."""
+    artifact_id = records.artifact_id(study_name, trial)
     if not artifact_id:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.safetensors"
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        except ArtifactNotFound:
+        except (ArtifactNotFound, FileNotFoundError):
             return None
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))  # safetensors: tensors only, never pickle
+        except Exception:  # noqa: BLE001 - a damaged file is as good as none: the caller re-trains
+            return None
     return [{k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == sub} for sub in subtasks]
 
 
@@ -71,7 +84,10 @@ def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str]) ->
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         best = {t.number for t in sorted(done, key=lambda t: t.value, reverse=reverse)[:keep]}
     for t in study.get_trials(deepcopy=False):
-        artifact_id = t.user_attrs.get(ARTIFACT_ATTR)
+        try:
+            artifact_id = records.artifact_id(study.study_name, t)
+        except AutomlError:
+            continue  # not an artifact id (tampered): never handed to the store's remove
         if artifact_id and artifact_id not in removed and t.number not in best and t.state.is_finished():
             try:
                 store.remove(artifact_id)

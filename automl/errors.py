@@ -28,3 +28,8 @@ class ExportError(AutomlError):
 
 class QuantizationError(AutomlError, ValueError):
     """A model is not in the state a quantization step needs (not merged, not deployed...)."""
+
+
+class DeviceError(AutomlError, ValueError):
+    """A requested torch device does not exist or is not available here (``--device cuda``
+    on a machine without CUDA, ``--device foo``)."""

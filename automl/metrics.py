@@ -79,3 +79,8 @@ def is_metric(name: str) -> bool:
     except SearchSpaceError:
         return False
     return True
+
+
+# The leaderboard's metric columns: these first (after the score), the rest at the end.
+LEADERBOARD_HEAD = ("accuracy", "forgetting", "intruders", "bits")
+LEADERBOARD_TAIL = ("pretrain_accuracy", "trainable_params")

@@ -5,10 +5,12 @@ import os
 from pathlib import Path
 
 
-def studies_dir() -> Path:
-    """The folder holding SQLite studies, artifacts and caches (created on demand)."""
+def studies_dir(create: bool = True) -> Path:
+    """The folder holding SQLite studies, artifacts and caches (created on demand, unless
+    ``create=False``: read-only commands create nothing)."""
     path = Path(os.environ.get("AUTOML_STUDIES", "studies"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

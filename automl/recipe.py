@@ -8,6 +8,7 @@ from __future__ import annotations
 import pyglove as pg
 
 from automl.adapters.base import Adapter
+from automl.constraints import positive_float, positive_int
 from automl.errors import SearchSpaceError
 from automl.merge.base import MergeMethod
 from automl.merge.linear import Linear
@@ -15,6 +16,9 @@ from automl.mitigation import Mitigation
 from automl.quant import Quantization
 
 
+@pg.members([("lr", positive_float("Recipe.lr").set_default(1e-3), "AdamW learning rate (> 0 in every candidate)"),
+             ("steps", positive_int("Recipe.steps").set_default(300), "training steps per subtask"),
+             ("batch_size", positive_int("Recipe.batch_size").set_default(64), "examples per step")])
 class Recipe(pg.Object):
     """How to fine-tune: adapter, quantization, merge of per-subtask models, intruder mitigation,
     optimizer settings.
@@ -32,14 +36,16 @@ class Recipe(pg.Object):
     batch_size: int = 64
     seed: int = 0
 
-    def _on_bound(self) -> None:
-        super()._on_bound()
-        if isinstance(self.lr, float) and not self.lr > 0:
-            raise SearchSpaceError(f"Recipe.lr must be positive, got {self.lr}.")
-        for field in ("steps", "batch_size"):
-            value = getattr(self, field)
-            if isinstance(value, int) and value <= 0:
-                raise SearchSpaceError(f"Recipe.{field} must be a positive integer, got {value}.")
+    @pg.explicit_method_override
+    def __init__(self, *args, **kwargs):
+        # PyGlove's own type errors (a pg.floatv range outside a field's bounds, a wrong type)
+        # become one-line SearchSpaceErrors, like ours.
+        try:
+            super().__init__(*args, **kwargs)
+        except SearchSpaceError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise SearchSpaceError("Recipe: " + " ".join(str(e).split())) from None
 
     def labels(self) -> dict[str, str]:
         """Readable labels of the recipe's parts (leaderboard columns)."""

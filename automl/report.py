@@ -78,7 +78,7 @@ def write_report(study: "Study", out: str | Path) -> Path:
 td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}} figure{{display:inline-block;margin:1em}}</style>
 </head><body>
 <h1>Study {html.escape(study.name)}</h1>
-<p>Task <b>{html.escape(study.task.name)}</b>; objective <code>{html.escape(str(study.objective.names))}</code>;
+<p>Task <b>{html.escape(study.task_name)}</b>; objective <code>{html.escape(str(study.objective.names))}</code>;
 {len(study.trials())} trials ({len(board)} completed); storage <code>{html.escape(study.storage_url)}</code>.</p>
 {images}
 <h2>Leaderboard</h2>

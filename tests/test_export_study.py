@@ -22,10 +22,10 @@ def test_only_the_best_trials_keep_weights(studies):
     files = [p for p in (studies / "artifacts" / "keep").rglob("*") if p.is_file()]
     assert len(files) == 2
     best = study.leaderboard()["trial"].iloc[:2].tolist()
-    assert {t.number for t in study.trials() if t.user_attrs.get(ARTIFACT_ATTR)} == set(range(5))
+    assert {t.number for t in study.trials() if t.system_attrs.get(ARTIFACT_ATTR)} == set(range(5))
     kept = study.artifact_store
     for number in best:
-        kept.open_reader(study._trial(number).user_attrs[ARTIFACT_ATTR]).close()
+        kept.open_reader(study._trial(number).system_attrs[ARTIFACT_ATTR]).close()
 
 
 def _tensors(folder):
@@ -41,7 +41,7 @@ def test_export_from_stored_weights_equals_retrained_export(studies, tmp_path):
     stored = study.export(best, tmp_path / "best")[0]
     assert json.loads((stored / "automl_adapter.json").read_text())["_type"].startswith("automl.adapters")
     # the same trial exported from freshly re-trained weights (its artifact removed)
-    study.artifact_store.remove(study._trial(best).user_attrs[ARTIFACT_ATTR])
+    study.artifact_store.remove(study._trial(best).system_attrs[ARTIFACT_ATTR])
     retrained = study.export(best, tmp_path / "best-again")[0]
     a, b = _tensors(stored), _tensors(retrained)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,8 +1,4 @@
 """Studies: storage, resume, PyGlove evolution recovery, leaderboard, bad input."""
-import os
-import subprocess
-import sys
-
 import optuna
 import pyglove as pg
 import pytest
@@ -55,29 +51,50 @@ def test_resume_with_another_algorithm_and_refuse_another_space(studies):
 
 def test_evolution_recovers_its_state_from_storage(studies):
     first = run("evo", 6, algorithm="evolution")
-    assert all("automl:proposal" in t.user_attrs for t in first.trials())
+    assert all("automl:proposal" in t.system_attrs for t in first.trials())
     # A new process: a fresh Study object and sampler rebuild the population from storage.
     study = Study.load("evo")
     study.optimize(4, algorithm="evolution", progress=False)
-    sampler = study.optuna.sampler
+    sampler = study.optuna.sampler.base
     assert isinstance(sampler, PyGloveSampler)
     assert sampler._generator.num_feedbacks == 10
-    recipes = [t.user_attrs["automl:dna"] for t in study.trials()]
+    recipes = [t.system_attrs["automl:dna"] for t in study.trials()]
     assert len(set(recipes)) == len(recipes)             # deduplicated: no recipe trained twice
 
 
 def test_reproduce_gives_the_stored_metrics(studies):
     study = run("repro", 2, algorithm="random")
     again = study.reproduce(0)
-    assert again.metrics["accuracy"] == study.metrics(0)["accuracy"]
+    # the contract is the same recipe and seed, not bit-identical floats across code paths
+    assert again.metrics["accuracy"] == pytest.approx(study.metrics(0)["accuracy"], abs=1e-6)
 
 
-def test_failed_trials_store_their_reason(studies):
+def test_a_rank_that_fits_no_targeted_layer_is_refused_before_the_study_is_written(studies):
     space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([2, 512])), steps=10)
-    study = run("fails", 4, algorithm="random", space=space, seed=3)
-    failed = [t for t in study.trials() if t.state == optuna.trial.TrialState.FAIL]
-    assert failed and all("does not fit layer" in t.user_attrs["fail_reason"] for t in failed)
-    assert len(study.leaderboard()) == 4 - len(failed)
+    with pytest.raises(SearchSpaceError, match=r"rank 512 does not fit layer 'fc1'"):
+        run("fails", 4, algorithm="random", space=space, seed=3)
+    assert not (studies / "fails.db").exists()
+
+
+@pytest.mark.parametrize("error, reason, propagates", [
+    (automl.errors.TrainingError("loss became nan at step 3"), "TrainingError: loss became nan at step 3", False),
+    (RuntimeError(), "RuntimeError (no message)", True),
+    (KeyboardInterrupt(), "KeyboardInterrupt: interrupted", True),
+])
+def test_every_failed_trial_stores_its_reason(studies, monkeypatch, error, reason, propagates):
+    import automl.study.loop as loop
+
+    def crash(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(loop, "fit", crash)
+    if propagates:
+        with pytest.raises(type(error)):
+            run("crash", 2, algorithm="random")
+    else:
+        run("crash", 2, algorithm="random")
+    trials = Study.load("crash").trials()
+    assert trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert all(t.system_attrs["fail_reason"].startswith(reason) for t in trials)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -104,12 +121,6 @@ def test_loading_a_missing_study_names_existing_ones(studies):
         Study.load("absent")
 
 
-def test_untrusted_types_are_not_rebuilt():
-    from automl.symbolic import load_symbolic
-    with pytest.raises(StudyError, match="untrusted"):
-        load_symbolic('{"_type": "os.system", "x": 1}')
-
-
 @pytest.mark.parametrize("algorithm", ["nsga2", "pyglove-nsga2"])
 def test_multi_objective_pareto_front(studies, algorithm):
     objective = automl.Objective(maximize=["accuracy"], minimize=["trainable_params"])
@@ -130,31 +141,7 @@ def test_single_objective_algorithm_refuses_multi_objective_study(studies):
         run("mo-evo", 1, algorithm="evolution", objective=objective)
     with pytest.raises(SearchSpaceError, match="optimizes one objective"):
         run("mo-pg", 1, algorithm=pg.geno.Random(seed=0), objective=objective)
-    assert Study.load("mo-pg").trials() == []            # refused before any trial started
-
-
-def _storages():
-    yield pytest.param("journal", id="journal-file")
-    yield pytest.param("postgres", id="postgresql", marks=pytest.mark.skipif(
-        not os.environ.get("AUTOML_TEST_POSTGRES"), reason="set AUTOML_TEST_POSTGRES (.ci/run starts a server)"))
-
-
-@pytest.mark.parametrize("kind", list(_storages()))
-def test_parallel_workers_share_one_storage(tmp_path, studies, kind):
-    if kind == "journal":
-        storage = f"journal:{tmp_path / 'journal.log'}"
-    else:
-        storage = os.environ["AUTOML_TEST_POSTGRES"]
-        for name in optuna.get_all_study_names(storage):
-            optuna.delete_study(study_name=name, storage=storage)
-    run("shared", 1, algorithm="random", storage=storage)
-    code = ("import sys; from automl.cli import main; sys.exit(main(['worker', 'shared', '--storage', "
-            "sys.argv[1], '--trials', '2', '--algorithm', 'random', '--seed', sys.argv[2], '--quiet']))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, storage, str(s)]) for s in (1, 2)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    study = Study.load("shared", storage=storage)
-    assert len(study.trials((optuna.trial.TrialState.COMPLETE,))) == 5
-    assert len(study.leaderboard()) == 5
+    assert not (studies / "mo-pg.db").exists() and not (studies / "mo-evo.db").exists()  # refused before writing
 
 
 def test_median_pruner_prunes_bad_trials(studies):
@@ -167,15 +154,15 @@ def test_median_pruner_prunes_bad_trials(studies):
     assert all(t.intermediate_values for t in pruned)
 
 
-def test_exhausted_pyglove_space_stops_with_a_reason(studies):
+def test_exhausted_space_stops_with_a_reason_and_resume_adds_nothing(studies):
     space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)
-    with pytest.raises(StudyError, match="exhausted"):
+    with pytest.raises(StudyError, match=r"exhausted: all 2 of its recipes.*2 of the 5 requested"):
         run("tiny", 5, algorithm=pg.geno.Sweeping(), space=space)
     study = Study.load("tiny")
-    states = [t.state for t in study.trials()]
-    assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2 and states[2] == optuna.trial.TrialState.FAIL
-    assert "exhausted" in study.trials()[2].user_attrs["fail_reason"]
-    assert optuna.trial.TrialState.RUNNING not in states
+    assert [t.state for t in study.trials()] == [optuna.trial.TrialState.COMPLETE] * 2
+    with pytest.raises(StudyError, match=r"exhausted.*0 of the 1 requested"):
+        run("tiny", 1, algorithm="random", space=space)
+    assert len(Study.load("tiny").trials()) == 2          # nothing written
 
 
 def test_intruder_mitigation_is_a_searchable_step(studies):
@@ -202,15 +189,16 @@ def test_searched_bits_do_not_hide_the_bits_metric(studies):
 
 
 def test_a_repeated_recipe_is_not_trained_again(studies, monkeypatch):
-    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=20)
-    study = run("dupes", 6, algorithm="random", space=space)
-    trials = study.trials()
-    originals = {t.number for t in trials if "automl:duplicate_of" not in t.user_attrs}
-    assert len(originals) == 2 and len(study.leaderboard()) == 2
-    for t in trials:
-        if t.number not in originals:
-            first = study._trial(t.user_attrs["automl:duplicate_of"])
-            assert t.params == first.params and t.value == first.value
-    import automl.study as study_module
-    monkeypatch.setattr(study_module, "fit", lambda *a, **k: pytest.fail("a known recipe was re-trained"))
-    study.optimize(2, algorithm="random", progress=False)
+    import automl.study.loop as loop
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2, 4])), steps=20)
+    study = run("dupes", 2, algorithm="random", space=space)
+    first = study.trials()[0]
+    study.optuna.enqueue_trial(dict(first.params))        # force a repeat of trial 0
+    trained = []
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda recipe, *a, **k: trained.append(recipe) or real_fit(recipe, *a, **k))
+    study.optimize(1, algorithm="random", progress=False)
+    repeat = study.trials()[2]
+    assert repeat.system_attrs["automl:duplicate_of"] == 0 and repeat.value == first.value
+    assert len(trained) == 1                              # repeats are reused, only the new recipe trains
+    assert len(study.leaderboard()) == 3

@@ -20,19 +20,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import StudyError
 from automl.sampling.space import dna_params, dna_spec
-
-DNA_ATTR = "automl:dna"
-PROPOSAL_ATTR = "automl:proposal"
+from automl.study import records
 
 
-def stored_proposal(trial: FrozenTrial, spec: pg.geno.Space) -> pg.DNA | None:
+def stored_proposal(study_name: str, trial: FrozenTrial, spec: pg.geno.Space) -> pg.DNA | None:
     """The DNA a PyGlove generator proposed for ``trial``, with the generator's metadata
-    (``None`` for trials proposed by other samplers)."""
-    text = trial.user_attrs.get(PROPOSAL_ATTR)
+    (``None`` for trials proposed by other samplers). Read through the trusted loader: only a
+    ``pg.DNA`` of plain values is accepted."""
+    text = records.get(trial, records.PROPOSAL)
     if text is None:
         return None
-    dna = pg.from_json_str(text)
-    dna.use_spec(spec)
+    dna = records.load(study_name, trial, records.PROPOSAL, text, expect=pg.DNA)
+    try:
+        dna.use_spec(spec)
+    except Exception as e:  # noqa: BLE001 - a stored DNA that does not fit the space
+        raise StudyError(f"{records.where(study_name, trial, records.PROPOSAL)}: the stored DNA does not fit "
+                         f"the study's space ({type(e).__name__}).") from None
     return dna
 
 
@@ -81,6 +84,8 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if not self._recovered:
             self._recover(study)
+        if trial.params:
+            return  # a re-queued trial (a dead worker's retry, or enqueued): its recipe is fixed
         for t in study.get_trials(deepcopy=False):
             if t.number not in self._keyed and t.params:
                 self._seen.add(_key(t.params))
@@ -96,7 +101,7 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
         self._seen.add(_key(params))
         self._proposals[trial.number] = (dna, params)
         # Keep the proposal itself (with the generator's metadata) for feedback and recovery.
-        study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL_ATTR, pg.to_json_str(dna))
+        study._storage.set_trial_system_attr(trial._trial_id, records.PROPOSAL, pg.to_json_str(dna))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -116,7 +121,7 @@ class PyGloveSampler(optuna.samplers.BaseSampler):
     def _recover(self, study: optuna.Study) -> None:
         history = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            dna = stored_proposal(t, self._spec)
+            dna = stored_proposal(study.study_name, t, self._spec)
             if dna is not None and t.values is not None:
                 history.append((dna, reward(t.values, study.directions)))
         if history:

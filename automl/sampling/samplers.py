@@ -9,17 +9,18 @@ import pyglove as pg
 
 from automl.errors import SearchSpaceError
 from automl.sampling.pyglove_sampler import PyGloveSampler
+from automl.sampling.seeded import SeededSampler
 
 EVOLUTION_POPULATION = 10
 EVOLUTION_TOURNAMENT = 3
 
 
 def _optuna(factory: Callable[[int | None], optuna.samplers.BaseSampler]) -> Callable[..., optuna.samplers.BaseSampler]:
-    return lambda space, seed, multi: factory(seed)
+    return lambda space, seed, multi: SeededSampler(factory, seed)
 
 
 def _pyglove(factory: Callable[[int | None], pg.DNAGenerator]) -> Callable[..., optuna.samplers.BaseSampler]:
-    return lambda space, seed, multi: PyGloveSampler(space, factory(seed))
+    return lambda space, seed, multi: SeededSampler(lambda s: PyGloveSampler(space, factory(s)), seed)
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -45,21 +46,32 @@ ALGORITHMS: dict[str, Callable[[Any, int | None, bool], optuna.samplers.BaseSamp
 }
 
 
-def make_sampler(algorithm: str | pg.DNAGenerator | optuna.samplers.BaseSampler, space: Any,
-                 seed: int | None = None, multi_objective: bool = False) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for ``algorithm``: a name from :data:`ALGORITHMS`, a PyGlove
-    ``DNAGenerator`` (run behind :class:`PyGloveSampler`), or an Optuna sampler (used as is)."""
-    if isinstance(algorithm, pg.DNAGenerator):
-        algorithm = PyGloveSampler(space, algorithm)
-    if isinstance(algorithm, PyGloveSampler) and multi_objective and not algorithm.multi_objective:
-        raise SearchSpaceError("this PyGlove algorithm optimizes one objective but the study has several; "
-                               "use 'pyglove-nsga2' or 'nsga2'.")
+def check_algorithm(algorithm: Any, multi_objective: bool = False) -> None:
+    """Refuse an unknown algorithm, or a single-objective one for a multi-objective study."""
+    if isinstance(algorithm, PyGloveSampler) or isinstance(algorithm, pg.DNAGenerator):
+        single = not (algorithm.multi_objective)
+        if multi_objective and single:
+            raise SearchSpaceError("this PyGlove algorithm optimizes one objective but the study has several; "
+                                   "use 'pyglove-nsga2' or 'nsga2'.")
+        return
     if isinstance(algorithm, optuna.samplers.BaseSampler):
-        return algorithm
+        return
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise SearchSpaceError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}, "
                                f"a pg.DNAGenerator, or an optuna sampler.")
     if multi_objective and algorithm in ("evolution", "cmaes", "gp"):
         raise SearchSpaceError(f"algorithm {algorithm!r} optimizes one objective; for a "
                                f"multi-objective study use 'nsga2', 'pyglove-nsga2', 'tpe' or 'random'.")
+
+
+def make_sampler(algorithm: str | pg.DNAGenerator | optuna.samplers.BaseSampler, space: Any,
+                 seed: int | None = None, multi_objective: bool = False) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``algorithm``: a name from :data:`ALGORITHMS` (seeded per worker
+    from ``seed``, see :class:`SeededSampler`), a PyGlove ``DNAGenerator`` (run behind
+    :class:`PyGloveSampler`), or an Optuna sampler (used as is). :func:`check_algorithm` first."""
+    check_algorithm(algorithm, multi_objective)
+    if isinstance(algorithm, pg.DNAGenerator):
+        return PyGloveSampler(space, algorithm)
+    if isinstance(algorithm, optuna.samplers.BaseSampler):
+        return algorithm
     return ALGORITHMS[algorithm](space, seed, multi_objective)

@@ -1,0 +1,17 @@
+"""Studies: an Optuna study that stores symbolic recipes, metrics and failures.
+
+Optuna's storage is the single source of truth: a study lives in any Optuna storage URL
+(SQLite under ``studies/`` by default; PostgreSQL or MySQL for many machines; ``journal:PATH``
+for Optuna's journal file, several processes on one machine).
+
+- :mod:`automl.study.storage`: opening storages (read-only checks, heartbeats, masked URLs)
+- :mod:`automl.study.records`: what a study and a trial store (bookkeeping in ``system_attrs``,
+  metrics in ``user_attrs``), read back through the trusted loader
+- :mod:`automl.study.loop`: the trial loop on Optuna's ``optimize``
+- :mod:`automl.study.leaderboard`: the leaderboard
+- :mod:`automl.study.study`: :class:`Study`, :func:`search`, :func:`list_studies`
+"""
+from automl.study.storage import Heartbeat, default_storage, mask_url, open_storage
+from automl.study.study import Study, list_studies, search
+
+__all__ = ["Heartbeat", "Study", "default_storage", "list_studies", "mask_url", "open_storage", "search"]

@@ -1,0 +1,57 @@
+"""Optuna's journal-file storage with heartbeats, so a killed worker's trial is re-run."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat  # Optuna exports it only privately
+from optuna.storages.journal import JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.study import records
+
+if TYPE_CHECKING:
+    from automl.study.storage import Heartbeat
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """:class:`optuna.storages.JournalStorage` implementing Optuna's heartbeat interface (which
+    Optuna implements for RDB storages only): a worker writes the time into its RUNNING trial's
+    ``automl:heartbeat`` system attribute every ``interval`` seconds; a RUNNING trial whose last
+    heartbeat (or start) is older than ``grace`` seconds is stale. Times are this machine's clock:
+    workers sharing a journal file over a network file system need synchronized clocks."""
+
+    def __init__(self, backend: Any, heartbeat: "Heartbeat | None" = None):
+        super().__init__(backend)
+        self._heartbeat = heartbeat
+        self._stale_callback = None
+        if heartbeat is not None:
+            from automl.study.retry import RetryStaleTrial
+            self._stale_callback = RetryStaleTrial(heartbeat.max_retry)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, records.HEARTBEAT, time.time())
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
+            pass  # the trial just finished (or was failed as stale by another worker)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self._heartbeat is not None
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(records.HEARTBEAT)
+            if not isinstance(beat, (int, float)):
+                continue  # not run under a heartbeat (as Optuna's RDB storage: left alone)
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            if now - max(float(beat), started) > self._heartbeat.grace:
+                stale.append(trial._trial_id)
+        records.mark_stale(self, stale, self._heartbeat.grace)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return None if self._heartbeat is None else self._heartbeat.interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._stale_callback
