@@ -32,6 +32,7 @@ from automl.objective import Objective
 from automl.paths import studies_dir
 from automl.recipe import Recipe
 from automl.result import Result
+from automl.sampling.pyglove_sampler import stored_proposal
 from automl.sampling.samplers import check_algorithm, make_sampler
 from automl.sampling.space import dna_spec
 from automl.study import leaderboard as board
@@ -253,6 +254,9 @@ class Study:
         task = self.task  # a custom task that can't be built is refused before any trial
         space = self.space
         with _guard_storage(self._url):
+            spec = dna_spec(space)
+            for t in self.trials():  # a PyGlove sampler recovers from these: check them before any trial
+                stored_proposal(self.name, t, spec)
             size = loop.space_size(space)
             if loop.distinct_recipes(self.trials()) >= size:
                 raise loop.exhausted(self.name, size, 0, n_trials)
