@@ -300,8 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         # the reader went away (`automl leaderboard | head`): stop quietly, like other tools
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError, AttributeError):
+            pass
         return 0
     except KeyboardInterrupt:
         print("automl: interrupted; completed trials are stored, the running one is marked failed.",
