@@ -7,7 +7,8 @@ dimensions), forgetting and bits per parameter. Every trial is stored in an Optu
 """
 import pyglove as pg
 
-from automl import adapters, errors, merge, quant, spectral, tasks
+from automl import adapters, errors, merge, metrics, quant, spectral, tasks
+from automl.devices import check_device
 from automl.errors import SearchSpaceError
 from automl.objective import Objective
 from automl.recipe import Recipe
@@ -24,8 +25,9 @@ def evaluate(recipe: Recipe, task: "str | Task" = "digits", device=None) -> Resu
     if not pg.is_deterministic(recipe):
         raise SearchSpaceError("this recipe still holds hyper values (pg.oneof, pg.floatv...); "
                                "use automl.search for a space, or fix every value.")
+    check_device(device)
     return fit(recipe, task, device=device)
 
 
 __all__ = ["Objective", "Recipe", "Result", "Study", "Task", "adapters", "errors", "evaluate", "fit",
-           "list_studies", "merge", "quant", "search", "spectral", "tasks"]
+           "list_studies", "merge", "metrics", "quant", "search", "spectral", "tasks"]

@@ -282,7 +282,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a usage error already printed on one line (2)
+        return e.code if isinstance(e.code, int) else 2
     import optuna
     import sqlalchemy
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one-line warning
