@@ -301,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = _one_line(getattr(e, "orig", None) or e).split(" [SQL:")[0]
         print(f"automl: error: storage failed: {mask_url(reason)}", file=sys.stderr)
         return 2
+    except json.JSONDecodeError as e:
+        print(f"automl: error: the storage holds a value that is not JSON ({e.msg}); it was damaged or "
+              f"tampered with, and nothing was loaded.", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # the reader went away (`automl leaderboard | head`): stop quietly, like other tools
         try:

@@ -287,3 +287,24 @@ def test_loader_checks_exact_classes_before_building():
     # a class of ours in an untrusted subclass's clothing: only registered exact classes count
     with pytest.raises(StudyError, match="not trusted"):
         load_symbolic('{"_type": "automl.recipe.Evil"}')
+
+
+@pytest.mark.parametrize("table, key", [("study_system_attributes", "automl:space"),
+                                        ("trial_system_attributes", "automl:recipe"),
+                                        ("trial_user_attributes", "accuracy")])
+def test_a_stored_value_that_is_not_json_is_one_line(clean_db, tmp_path, monkeypatch, capsys, table, key):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    db = studies / "t.db"
+    shutil.copy(clean_db, db)
+    monkeypatch.setenv("AUTOML_STUDIES", str(studies))
+    with sqlite3.connect(db) as c:
+        c.execute(f"UPDATE {table} SET value_json = '{{broken' WHERE key = ?", (key,))
+    before = _dump(db)
+    for argv in (["leaderboard", "t"], ["show", "t", "0"], ["worker", "t", "--trials", "1", "--quiet"]):
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code in (0, 2) and "Traceback" not in err
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith("automl: error:")
+        assert _dump(db) == before or argv[0] == "worker" and code == 0

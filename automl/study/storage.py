@@ -139,7 +139,7 @@ def _check_sqlite(path: Path, shown: str, write: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             check = connection.execute("PRAGMA quick_check(1)").fetchone()
@@ -151,7 +151,9 @@ def _check_sqlite(path: Path, shown: str, write: bool) -> None:
     if check is None or check[0] != "ok":
         raise StudyError(f"{shown} is a damaged SQLite database ({check[0] if check else 'no result'}); "
                          f"restore it from a copy.")
-    if not OPTUNA_TABLES <= tables:
+    # a reader needs every Optuna table; a writer may find them half made by a concurrent creator
+    foreign = tables and not tables & OPTUNA_TABLES
+    if foreign or (not write and not OPTUNA_TABLES <= tables):
         raise StudyError(f"{shown} is an SQLite database but not an Optuna study storage (no Optuna tables); "
                          f"nothing was changed. Use another file for studies.")
 
@@ -189,5 +191,10 @@ def _open_journal(path: Path, shown: str, write: bool, heartbeat: Heartbeat | No
 
 
 def storage_error(e: BaseException, url: str) -> StudyError:
-    """A storage failure met after opening (e.g. a page of a truncated SQLite file), as one line."""
+    """A storage failure met after opening (e.g. a page of a truncated SQLite file, a stored value
+    that is not JSON), as one line."""
+    import json
+    if isinstance(e, json.JSONDecodeError):
+        return StudyError(f"storage {mask_url(url)} holds a value that is not JSON ({e.msg}); it was damaged "
+                          f"or tampered with, and nothing was loaded.")
     return StudyError(f"storage {mask_url(url)} failed: {_scrub(getattr(e, 'orig', None) or e, url)}")

@@ -9,6 +9,7 @@ unless the caller trusts its module (``trusted=[...]``, ``--trust``) or passes t
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 from functools import cached_property
@@ -86,7 +87,7 @@ def _guard_storage(url: str):
             return self
 
         def __exit__(self, kind, error, tb):
-            if isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+            if isinstance(error, (sqlalchemy.exc.SQLAlchemyError, json.JSONDecodeError)):
                 raise storage_error(error, url) from None
             return False
     return _Guard()
@@ -264,7 +265,6 @@ class Study:
             self.optuna.pruner = _pruner(pruner)
             self._writable()
             runner = loop.TrialRunner(self, n_trials, device)
-            runner.task = task
             bar = tqdm(total=n_trials, disable=not progress, desc=self.name, unit="trial")
 
             def show(study: optuna.Study, trial: FrozenTrial) -> None:
