@@ -274,7 +274,8 @@ class Study:
         recipe = pg.materialize(space, dna)
         trial.set_user_attr(RECIPE_ATTR, recipe.to_json_str())
         trial.set_user_attr(LABELS_ATTR, recipe.labels())
-        result = fit(recipe, task, device=device, report=None if multi else _reporter(trial))
+        pruning = not multi and not isinstance(self.optuna.pruner, optuna.pruners.NopPruner)
+        result = fit(recipe, task, device=device, report=_reporter(trial) if pruning else None)
         for key, value in result.metrics.items():
             trial.set_user_attr(key, value)
         save_trained_states(self.artifact_store, trial, [s.name for s in task.subtasks], result.trained_states)
