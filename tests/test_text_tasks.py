@@ -230,3 +230,14 @@ def test_export_loads_in_peft_on_the_llama_model(llama, tmp_path):
         ours = result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         theirs = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_bits_count_a_tied_output_layer_once(llama):
+    model = copy.deepcopy(llama)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    stored = {t.data_ptr(): t.numel() for t in model.state_dict().values()}
+    bits = quant.Quantization(bits=16).bits_per_parameter(model)
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    linear = sum(model.get_submodule(n).weight.numel() for n in layers)
+    expected = (16 * linear + 32 * (sum(stored.values()) - linear)) / sum(stored.values())
+    assert bits == pytest.approx(expected)
