@@ -45,7 +45,7 @@ def load_space_module(spec: str) -> ModuleType:
                 sys.modules.pop(path.stem, None)
                 raise
         else:
-            name = spec if "." in spec else f"{SPACES_PACKAGE}.{spec}"
+            name = spec if "." in spec else f"{SPACES_PACKAGE}.{spec.replace('-', '_')}"
             if str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))
             try:

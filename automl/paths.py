@@ -19,3 +19,13 @@ def cache_dir(kind: str) -> Path:
     path = studies_dir() / ".cache" / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def user_cache_dir(kind: str) -> Path:
+    """A per-user cache folder ``<home>/<kind>`` for large, study-independent files (converted
+    pretrained models): ``$AUTOML_HOME``, else ``$XDG_CACHE_HOME/automl``, else ``~/.cache/automl``;
+    independent of the working directory (created on demand)."""
+    home = os.environ.get("AUTOML_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "automl"
+    path = Path(home) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import abc
 import re
+from pathlib import Path
 from typing import Iterable
 
 import pyglove as pg
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from automl.constraints import RANK
@@ -20,17 +22,18 @@ from automl.errors import SearchSpaceError
 ALL_LINEAR = "all-linear"
 
 
-def select_linears(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
+def select_linears(model: nn.Module, targets: str | Iterable[str], within: Iterable[str] | None = None) -> list[str]:
     """Names of the ``nn.Linear`` modules of ``model`` selected by ``targets``.
 
-    Follows PEFT's ``target_modules``: ``"all-linear"`` selects every linear layer; a tuple of
+    Follows PEFT's ``target_modules``: ``"all-linear"`` selects every linear layer (those of
+    ``within`` when given: a task's adaptable layers, as PEFT leaves out the output layer); a tuple of
     names selects the layers whose dotted name equals a name or ends with ``"." + name``; any
     other single string is a regular expression that must match the whole dotted name.
     """
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if isinstance(targets, str):
         if targets == ALL_LINEAR:
-            chosen = linears
+            chosen = linears if within is None else [n for n in linears if n in set(within)]
         else:
             try:
                 pattern = re.compile(targets)
@@ -184,8 +187,10 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 class Adapter(pg.Object):
     """A fine-tuning method: which layers it adapts and how.
 
-    Subclasses implement :meth:`wrap` (one linear layer → its adapter layer); :meth:`apply`
-    freezes every parameter, then wraps the layers chosen by ``targets``.
+    :meth:`plan` chooses the layers (and a rank per layer, for ranked adapters) on the pretrained
+    model; :meth:`apply` freezes every parameter, then wraps each planned layer with :meth:`wrap`
+    (one linear layer → its adapter layer). The plan is computed once per fit and handed to
+    ``apply`` for each subtask model; nothing is stored on the adapter (the configuration).
     """
 
     targets: str | tuple | list = ALL_LINEAR
@@ -196,20 +201,29 @@ class Adapter(pg.Object):
         return type(self).__name__
 
     @abc.abstractmethod
-    def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
-        """The adapter layer that replaces ``linear`` (named ``name``)."""
+    def wrap(self, name: str, linear: nn.Linear, rank: int | None = None) -> nn.Module:
+        """The adapter layer that replaces ``linear`` (named ``name``) at ``rank`` (ranked adapters)."""
 
-    def adapted_layers(self, model: nn.Module) -> list[str]:
+    def plan(self, model: nn.Module, within: Iterable[str] | None = None) -> dict[str, int | None]:
+        """The layers of (pretrained) ``model`` this adapter changes → their rank (None if unranked).
+
+        ``within``: the layers ``targets="all-linear"`` means (a task's adaptable layers, e.g. a
+        transformer's blocks without its head); explicit names or a regex select among all
+        linear layers."""
+        return {name: None for name in select_linears(model, self.targets, within)}
+
+    def adapted_layers(self, model: nn.Module, within: Iterable[str] | None = None) -> list[str]:
         """Names of the linear layers of ``model`` this adapter changes."""
-        return select_linears(model, self.targets)
+        return list(self.plan(model, within))
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        """Adapt ``model`` in place and return it; only the adapter's parameters stay trainable."""
-        names = self.adapted_layers(model)
+    def apply(self, model: nn.Module, plan: dict[str, int | None] | None = None) -> nn.Module:
+        """Adapt ``model`` in place by ``plan`` (default: :meth:`plan` of ``model``) and return it;
+        only the adapter's parameters stay trainable."""
+        plan = self.plan(model) if plan is None else plan
         for p in model.parameters():
             p.requires_grad_(False)
-        for name in names:
-            replace_module(model, name, self.wrap(name, model.get_submodule(name)))
+        for name, rank in plan.items():
+            replace_module(model, name, self.wrap(name, model.get_submodule(name), rank))
         return model
 
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
@@ -226,6 +240,13 @@ class Adapter(pg.Object):
                     state[f"{name}.{key}"] = tensor.detach()
         return state
 
+    def export(self, trained_state: dict[str, torch.Tensor], base_model: nn.Module, path: Path) -> None:
+        """Write the trained adapter under ``path``: the merged weights of the adapted layers in
+        the base model's state dict (``model.safetensors``). LoRA-family adapters write peft's
+        format instead."""
+        from automl.export import FULL_WEIGHTS, merged_state_dict
+        save_file(merged_state_dict(trained_state, base_model), str(path / FULL_WEIGHTS), metadata={"format": "pt"})
+
 
 @pg.members([("rank", RANK.set_default(8), "rank of every adapted layer (typed: each pg.oneof candidate is checked)")])
 class RankedAdapter(Adapter):
@@ -237,22 +258,25 @@ class RankedAdapter(Adapter):
     rank: int = 8
     ranks: pg.Object | None = None
 
-    def layer_ranks(self, model: nn.Module) -> dict[str, int]:
+    def layer_ranks(self, model: nn.Module, within: Iterable[str] | None = None) -> dict[str, int]:
         """The rank of every adapted layer of (pretrained) ``model``."""
-        names = select_linears(model, self.targets)
+        names = select_linears(model, self.targets, within)
         if self.ranks is None:
-            return {n: self.rank for n in names}
+            return {n: self.layer_rank(n, model.get_submodule(n)) for n in names}
         return self.ranks.ranks(model, names, self.rank)
 
-    def adapted_layers(self, model: nn.Module) -> list[str]:
-        return list(self.layer_ranks(model))
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        self._layer_ranks = self.layer_ranks(model)
-        return super().apply(model)
-
     def layer_rank(self, name: str, linear: nn.Linear) -> int:
-        """The rank for layer ``name``, checked against its shape."""
-        rank = getattr(self, "_layer_ranks", {}).get(name, self.rank)
+        """The uniform rank of layer ``name`` (a hook for per-layer rank rules)."""
+        return self.rank
+
+    def plan(self, model: nn.Module, within: Iterable[str] | None = None) -> dict[str, int | None]:
+        plan = self.layer_ranks(model, within)
+        for name, rank in plan.items():
+            check_rank(rank, name, model.get_submodule(name))
+        return plan
+
+    def rank_for(self, name: str, linear: nn.Linear, rank: int | None) -> int:
+        """``rank`` from the plan (or the adapter's own when wrapping outside a plan), checked."""
+        rank = self.layer_rank(name, linear) if rank is None else rank
         check_rank(rank, name, linear)
         return rank

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from automl.adapters.base import Adapter, select_linears
+from automl.adapters.base import Adapter
 
 
 class FullFineTune(Adapter):
@@ -14,23 +14,16 @@ class FullFineTune(Adapter):
     et al., 2024): it changes the weight in all directions and creates few intruder dimensions.
     """
 
-    def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
+    def wrap(self, name: str, linear: nn.Linear, rank: int | None = None) -> nn.Module:
         for p in linear.parameters():
             p.requires_grad_(True)
         return linear
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        names = select_linears(model, self.targets)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for name in names:
-            self.wrap(name, model.get_submodule(name))
-        return model
-
     def trained_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The fine-tuned weights and biases of the targeted layers, named ``<layer>.weight``."""
+        """The fine-tuned weights and biases of the trained linear layers, named ``<layer>.weight``."""
         state: dict[str, torch.Tensor] = {}
-        for name in select_linears(model, self.targets):
-            for key, tensor in model.get_submodule(name).named_parameters():
-                state[f"{name}.{key}"] = tensor.detach()
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and module.weight.requires_grad:
+                for key, tensor in module.named_parameters():
+                    state[f"{name}.{key}"] = tensor.detach()
         return state

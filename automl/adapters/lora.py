@@ -13,17 +13,25 @@ decomposition, like peft's ``tuners/lora/layer.py``:
 """
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections import Counter
+from pathlib import Path
 
 import pyglove as pg
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from automl.adapters.base import AdapterLayer, RankedAdapter, principal_svd
 from automl.constraints import LORA_ALPHA, LORA_DROPOUT
-from automl.errors import SearchSpaceError
+from automl.errors import ExportError, SearchSpaceError
 
 INITS = ("lora", "pissa")
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
 
 
 class LoraLinear(AdapterLayer):
@@ -116,6 +124,20 @@ class LoraLinear(AdapterLayer):
         base_out = nn.functional.linear(dropped, self.base.weight.to(x.dtype))
         return result + (scale - 1) * base_out + scale * lora * self.scaling
 
+    def low_rank_delta(self, base_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s·B, A)`` with ``W' = base_weight + s·B A`` — the layer's task vector, factored.
+
+        Only plain LoRA (and rsLoRA, which differs in ``s`` only) is a low-rank update of the
+        pretrained weight: PiSSA's frozen weight is a residual and DoRA renormalises the rows, so
+        both raise :class:`SearchSpaceError` (merge such models as dense state dicts)."""
+        if self.use_dora:
+            raise SearchSpaceError("a DoRA layer does not compute W + s·B A, so its update is no low-rank task "
+                                   "vector; merge the dense state dicts instead.")
+        if not torch.equal(self.base.weight.detach(), base_weight.to(self.base.weight)):
+            raise SearchSpaceError("the frozen weight differs from the base tensor (e.g. PiSSA's residual); "
+                                   "merge the dense state dicts instead.")
+        return self.scaling * self.lora_B.detach(), self.lora_A.detach()
+
     def trained_state(self) -> dict[str, torch.Tensor]:
         """``lora_A``, ``lora_B``; DoRA adds ``lora_magnitude_vector``; PiSSA adds the initial
         factors ``lora_A0``, ``lora_B0``, which turn it into a plain LoRA delta on the original
@@ -148,6 +170,78 @@ class LoRA(RankedAdapter):
         """Keyword options of :class:`LoraLinear` that define the variant (none for LoRA)."""
         return {}
 
-    def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
-        rank = self.layer_rank(name, linear)
+    def wrap(self, name: str, linear: nn.Linear, rank: int | None = None) -> nn.Module:
+        rank = self.rank_for(name, linear, rank)
         return LoraLinear(linear, rank, self.scaling(rank), self.dropout, **self.layer_options())
+
+    def peft_options(self) -> dict:
+        """The ``LoraConfig`` fields that define the variant (overridden by rsLoRA)."""
+        return {"use_rslora": False}
+
+    def export(self, trained_state: dict[str, torch.Tensor], base_model: nn.Module, path: Path) -> None:
+        """peft's format: ``adapter_config.json`` + ``adapter_model.safetensors``."""
+        config, tensors = self.peft_export(trained_state, base_model)
+        (path / PEFT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        save_file(tensors, str(path / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+    def peft_export(self, state: dict[str, torch.Tensor], base_model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+        """peft's ``LoraConfig`` (as a dict) and adapter tensors for this adapter's trained state.
+
+        Each layer's ``lora_alpha`` is set so that peft's scale (``alpha / r``, or ``alpha / √r``
+        with ``use_rslora``) equals ours at the exported rank; ranks or alphas that differ from the
+        most common one go to ``rank_pattern`` / ``alpha_pattern`` (exact-name patterns).
+        """
+        from automl.export import linear_of
+        layers = sorted(k[: -len(".lora_A")] for k in state if k.endswith(".lora_A"))
+        if not layers:
+            raise ExportError("the trained state holds no lora_A tensor; pass adapter.trained_state(model) "
+                              "of a model adapted by this LoRA-family adapter.")
+        options = self.peft_options()
+        use_dora = f"{layers[0]}.lora_magnitude_vector" in state
+        tensors: dict[str, torch.Tensor] = {}
+        ranks: dict[str, int] = {}
+        alphas: dict[str, float] = {}
+        for layer in layers:
+            linear = linear_of(base_model, layer)
+            a, b = state[f"{layer}.lora_A"], state[f"{layer}.lora_B"]
+            if a.shape[1] != linear.in_features or b.shape[0] != linear.out_features:
+                raise ExportError(f"layer {layer!r}: factors A {tuple(a.shape)}, B {tuple(b.shape)} do not fit the "
+                                  f"base layer ({linear.out_features}×{linear.in_features}).")
+            scale = self.scaling(a.shape[0])
+            if f"{layer}.lora_A0" in state:  # PiSSA → plain LoRA delta of rank 2r
+                a = torch.cat([a, state[f"{layer}.lora_A0"]], dim=0)
+                b = torch.cat([b, -state[f"{layer}.lora_B0"]], dim=1)
+            ranks[layer] = a.shape[0]
+            alphas[layer] = scale * (math.sqrt(a.shape[0]) if options["use_rslora"] else a.shape[0])
+            prefix = PEFT_PREFIX + layer
+            tensors[f"{prefix}.lora_A.weight"] = a.detach().cpu().contiguous()
+            tensors[f"{prefix}.lora_B.weight"] = b.detach().cpu().contiguous()
+            if use_dora:
+                magnitude = state[f"{layer}.lora_magnitude_vector"]
+                tensors[f"{prefix}.lora_magnitude_vector"] = magnitude.detach().cpu().contiguous()
+        rank = Counter(ranks.values()).most_common(1)[0][0]
+        alpha = Counter(alphas.values()).most_common(1)[0][0]
+        config = {
+            "peft_type": "LORA",
+            "task_type": None,
+            "base_model_name_or_path": None,
+            "target_modules": "|".join(re.escape(layer) for layer in layers),
+            "r": rank,
+            "lora_alpha": alpha,
+            "rank_pattern": {_exact(n): r for n, r in ranks.items() if r != rank},
+            "alpha_pattern": {_exact(n): a for n, a in alphas.items() if a != alpha},
+            "use_dora": use_dora,
+            "lora_dropout": float(self.dropout),
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "init_lora_weights": True,
+            "modules_to_save": None,
+            "inference_mode": True,
+            **options,
+        }
+        return config, tensors
+
+
+def _exact(layer: str) -> str:
+    """A peft pattern key matching exactly ``layer`` (peft matches ``(.*\\.)?(key)$``)."""
+    return "^" + re.escape(layer)

@@ -14,3 +14,6 @@ class RsLoRA(LoRA):
 
     def scaling(self, rank: int) -> float:
         return self.alpha / math.sqrt(rank)
+
+    def peft_options(self) -> dict:
+        return {"use_rslora": True}

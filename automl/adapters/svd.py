@@ -67,8 +67,8 @@ class SvdAdapter(RankedAdapter):
 
     train_vectors = True  # class constant: whether the singular vectors train too
 
-    def wrap(self, name: str, linear: nn.Linear) -> nn.Module:
-        rank = self.layer_rank(name, linear)
+    def wrap(self, name: str, linear: nn.Linear, rank: int | None = None) -> nn.Module:
+        rank = self.rank_for(name, linear, rank)
         return SvdLinear(linear, rank, train_vectors=self.train_vectors)
 
 

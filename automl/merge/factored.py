@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from automl.adapters.lora import LoraLinear
 from automl.errors import SearchSpaceError
 
 
@@ -52,24 +51,24 @@ class LowRankDelta:
 def lora_task_vectors(model: nn.Module, base: dict[str, torch.Tensor]) -> dict[str, LowRankDelta]:
     """The low-rank task vectors ``s · B A`` of ``model``'s LoRA layers, keyed by weight name.
 
-    Keys are the base state dict's weight names (``fc1.weight`` for the layer ``fc1``). Only
-    plain LoRA layers (and rsLoRA, which differs in ``s`` only) are low-rank task vectors of the
-    pretrained weight: a layer whose frozen weight differs from ``base`` (PiSSA's residual) or
-    whose merged weight is not ``W + s·B A`` (DoRA's normalisation) raises
-    :class:`SearchSpaceError` — merge such models as dense state dicts.
+    Keys are the base state dict's weight names (``fc1.weight`` for the layer ``fc1``). Each
+    adapter layer gives its own factors (``low_rank_delta``); a layer whose update is not a
+    low-rank task vector of the base (PiSSA's residual, DoRA's normalisation, an SVD-family
+    layer) raises :class:`SearchSpaceError` — merge such models as dense state dicts.
     """
     deltas = {}
     for name, module in model.named_modules():
-        if not isinstance(module, LoraLinear):
+        factors = getattr(module, "low_rank_delta", None)
+        if factors is None:
             continue
         key = f"{name}.weight"
-        if type(module).merged_weight is not LoraLinear.merged_weight:
-            raise SearchSpaceError(f"layer {name!r} ({type(module).__name__}) does not compute W + s·B A, so its "
-                                   f"update is no low-rank task vector; merge the dense state dicts instead.")
-        if key not in base or not torch.equal(module.base.weight.detach(), base[key].to(module.base.weight)):
-            raise SearchSpaceError(f"the frozen weight of layer {name!r} differs from the base tensor {key!r} "
-                                   f"(e.g. PiSSA's residual); merge the dense state dicts instead.")
-        deltas[key] = LowRankDelta(module.scaling * module.lora_B.detach(), module.lora_A.detach())
+        if key not in base:
+            raise SearchSpaceError(f"layer {name!r} has no base tensor {key!r}; pass the pretrained state dict.")
+        try:
+            b, a = factors(base[key])
+        except SearchSpaceError as e:
+            raise SearchSpaceError(f"layer {name!r}: {e}") from None
+        deltas[key] = LowRankDelta(b, a)
     if not deltas:
         raise SearchSpaceError(f"{type(model).__name__} has no LoRA layer; apply a LoRA adapter or merge dense "
                                f"state dicts with MergeMethod.merge.")

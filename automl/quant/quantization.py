@@ -17,6 +17,8 @@ quantization (``activations=8``) is a forward pre-hook on each quantized layer, 
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import pyglove as pg
 import torch
 from torch import nn
@@ -74,13 +76,18 @@ class QuantLinear(nn.Linear):
         return out
 
 
-def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Linear]]:
-    """``(name, outer, linear)`` for every linear weight of ``model``: ``outer`` is the adapter layer
-    wrapping ``linear`` (its ``base``) or ``linear`` itself. Linears inside an adapter layer other
-    than its base (adapter-owned weights) are not quantized."""
+def quantized_layers(model: nn.Module, names: Iterable[str] | None = None) -> list[tuple[str, nn.Module, nn.Linear]]:
+    """``(name, outer, linear)`` for every linear weight of ``model`` (of the layers ``names`` when
+    given: a task's adaptable layers, so a transformer's embeddings, tied output layer and new
+    head stay in float): ``outer`` is the adapter layer wrapping ``linear`` (its ``base``) or
+    ``linear`` itself. Linears inside an adapter layer other than its base (adapter-owned weights)
+    are not quantized."""
     adapter_names = [n for n, m in model.named_modules() if isinstance(m, AdapterLayer)]
+    chosen = None if names is None else set(names)
     layers = []
     for name, module in model.named_modules():
+        if chosen is not None and name not in chosen:
+            continue
         if isinstance(module, AdapterLayer):
             layers.append((name, module, module.base))
         elif isinstance(module, nn.Linear) and not any(name.startswith(a + ".") for a in adapter_names):
@@ -88,9 +95,9 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Linear]]
     return layers
 
 
-def quantized_weight_keys(model: nn.Module) -> set[str]:
+def quantized_weight_keys(model: nn.Module, names: Iterable[str] | None = None) -> set[str]:
     """State-dict keys of the weights :func:`quantized_layers` quantizes."""
-    ids = {id(linear) for _, _, linear in quantized_layers(model)}
+    ids = {id(linear) for _, _, linear in quantized_layers(model, names)}
     return {f"{name}.weight" for name, module in model.named_modules() if id(module) in ids}
 
 
@@ -163,13 +170,14 @@ class Quantization(pg.Object):
                                    f"{linear.in_features}); choose a group_size dividing {linear.in_features} "
                                    f"(e.g. {divisors or [linear.in_features]}) or None (per output channel).")
 
-    def apply(self, model: nn.Module) -> nn.Module:
+    def apply(self, model: nn.Module, layers: Iterable[str] | None = None) -> nn.Module:
         """Prepare an adapted model for training at this precision (in place; returns it).
 
         Frozen linear weights (adapter bases included) are put on the grid once; trainable plain
         linear layers become :class:`QuantLinear` (QAT); activation hooks go on each layer.
+        ``layers``: the names of the layers to quantize (default: every linear layer).
         """
-        layers = quantized_layers(model)
+        layers = quantized_layers(model, layers)
         for name, _, linear in layers:
             self.check_layer(name, linear)
         grid = self.grid()
@@ -189,14 +197,14 @@ class Quantization(pg.Object):
         return model
 
     @torch.no_grad()
-    def deploy(self, model: nn.Module) -> nn.Module:
-        """Put every linear weight of a merged model on its grid (in place; returns it).
+    def deploy(self, model: nn.Module, layers: Iterable[str] | None = None) -> nn.Module:
+        """Put every linear weight (of ``layers``) of a merged model on its grid (in place; returns it).
 
         QAT layers are replaced by plain linears holding the quantized latent weight (what their
         forward computed); other weights (merged adapters, merged models) are re-quantized unless
         already exactly on the grid. No float weight is left over.
         """
-        layers = quantized_layers(model)
+        layers = quantized_layers(model, layers)
         unmerged = [name for name, outer, _ in layers if isinstance(outer, AdapterLayer)]
         if unmerged:
             raise QuantizationError(f"deploy needs a merged model, but layers {unmerged} are still adapter "
@@ -227,15 +235,22 @@ class Quantization(pg.Object):
         groups = in_features // self.group_size if self.group_size else 1
         return packed_nbytes(packing, numel) + 2 * rows * groups
 
-    def bits_per_parameter(self, model: nn.Module, ternary_packing: str = "trits") -> float:
-        """Bits per stored scalar of the deployed model: packed linear weights with their scales,
-        every other state-dict tensor (biases, norms, buffers) at its own width. Equals the size
+    def bits_per_parameter(self, model: nn.Module, layers: Iterable[str] | None = None,
+                           ternary_packing: str = "trits") -> float:
+        """Bits per stored scalar of the deployed model: packed linear weights (of ``layers``, default
+        all) with their scales, every other state-dict tensor (biases, norms, embeddings, buffers) at
+        its own width; tied tensors count once. Equals the size
         of :func:`automl.quant.save_packed`'s tensors × 8 / their scalar count. The file adds its
         JSON header (about 1 kB): for the 85k-parameter digits MLP that is 0.2–5 % of the file
         (more at fewer bits), for a 1M-parameter model under 0.5 % (``benchmarks/quant.py``)."""
-        weights = quantized_weight_keys(model)
+        weights = quantized_weight_keys(model, layers)
         total_bits, total = 0, 0
+        seen: set[tuple[int, tuple[int, ...]]] = set()
         for key, t in model.state_dict().items():
+            tied = (t.data_ptr(), tuple(t.shape))
+            if tied in seen:      # a tied tensor (a language model's output layer = its embeddings) is stored once
+                continue
+            seen.add(tied)
             total += t.numel()
             if key in weights:
                 total_bits += 8 * self.weight_nbytes(t.shape, ternary_packing)

@@ -20,9 +20,10 @@ def _candidates(value: Any) -> list[Any]:
     return [value]
 
 
-def check_space_fits(space: Any, model: nn.Module) -> None:
+def check_space_fits(space: Any, model: nn.Module, within: list[str] | None = None) -> None:
     """Refuse a space with a ranked-adapter candidate whose rank can't fit a layer it targets,
-    or whose targets match no layer of ``model`` (the task's architecture)."""
+    or whose targets match no layer of ``model`` (the task's architecture; ``within``: the
+    task's adaptable layers, which ``"all-linear"`` means)."""
     modules = dict(model.named_modules())
     adapters = pg.query(space, where=lambda v: isinstance(v, RankedAdapter))
     for path, adapter in adapters.items():
@@ -30,7 +31,7 @@ def check_space_fits(space: Any, model: nn.Module) -> None:
             continue  # per-layer ranks (WeLore) are sized to each layer when applied
         for targets in _candidates(adapter.targets):
             try:
-                names = select_linears(model, targets)
+                names = select_linears(model, targets, within)
                 for rank in _candidates(adapter.rank):
                     for name in names:
                         check_rank(rank, name, modules[name])

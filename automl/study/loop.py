@@ -88,7 +88,9 @@ class TrialRunner:
         recipe = pg.materialize(self.space, dna)
         records.put(optuna_study, trial, records.RECIPE, recipe.to_json_str())
         records.put(optuna_study, trial, records.LABELS, recipe.labels())
-        result = fit(recipe, self.task, device=self.device, report=None if self.multi else _reporter(trial))
+        # intermediate values only when a pruner can use them (evaluating costs time on big models)
+        pruning = not self.multi and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        result = fit(recipe, self.task, device=self.device, report=_reporter(trial) if pruning else None)
         for key, value in result.metrics.items():
             trial.set_user_attr(key, value)
         save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],

@@ -160,8 +160,8 @@ class Study:
         load_symbolic(space.to_json_str(), trusted, where=f"{where}, field {records.SPACE!r}", expect=Recipe)
         load_symbolic(objective.to_json_str(), trusted, where=f"{where}, field {records.OBJECTIVE!r}",
                       expect=Objective)
-        with torch.random.fork_rng():
-            check_space_fits(space, task_obj.build_model())
+        model = _architecture(task_obj)
+        check_space_fits(space, model, task_obj.adaptable_layers(model))
         spec_hash = fingerprint(space)
         url = storage or default_storage(name)
         store = open_storage(url, write=True, heartbeat=heartbeat or Heartbeat())
@@ -345,7 +345,7 @@ class Study:
             states = fit(recipe, task, device=device).trained_states
         path = Path(path)
         return [export_adapter(recipe.adapter, state, task.initial_model(sub),
-                               path if len(subtasks) == 1 else path / sub.name)
+                               path if len(subtasks) == 1 else path / sub.name, prefix=task.export_prefix)
                 for sub, state in zip(subtasks, states)]
 
     def leaderboard(self, top: int | None = None) -> pd.DataFrame:
@@ -366,6 +366,16 @@ class Study:
             best = {t.number for t in self.optuna.best_trials}
         table = self.leaderboard()
         return table[table["trial"].isin(best)] if not table.empty else table
+
+
+def _architecture(task: Task) -> torch.nn.Module:
+    """A model of the task's architecture: a fresh one when the task builds one (cheap, writes
+    nothing), else its pretrained model."""
+    with torch.random.fork_rng():
+        try:
+            return task.build_model()
+        except (AutomlError, NotImplementedError):
+            return task.pretrained_model()
 
 
 def _check_same(study: optuna.Study, name: str, spec_hash: str, objective: Objective, task: Task) -> None:

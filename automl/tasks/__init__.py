@@ -6,11 +6,26 @@ from typing import Callable
 from automl.errors import SearchSpaceError
 from automl.tasks.base import Data, Subtask, Task
 from automl.tasks.digits import DigitsSeedsTask, DigitsTask
+from automl.tasks.hf_causal_lm import HFCausalLM
+from automl.tasks.hf_classification import HFClassification, RetrievalSkill
+
+
+def _minilm(name: str) -> Task:
+    from automl.tasks import minilm
+    return minilm.minilm_sentiment() if name == "minilm-sentiment" else minilm.minilm_sentiment_topics()
+
+
+def _smollm2(name: str) -> Task:
+    from automl.tasks import smollm2
+    return smollm2.smollm2_qa()
 
 BUILTIN: dict[str, Callable[[], Task]] = {
     "digits": lambda: DigitsTask(("mirror",), name="digits"),
     "digits-multitask": lambda: DigitsTask(("mirror", "flip", "transpose"), name="digits-multitask"),
     "digits-seeds": lambda: DigitsSeedsTask((1, 2), name="digits-seeds"),
+    "minilm-sentiment": lambda: _minilm("minilm-sentiment"),
+    "minilm-sentiment-topics": lambda: _minilm("minilm-sentiment-topics"),
+    "smollm2-qa": lambda: _smollm2("smollm2-qa"),
 }
 _INSTANCES: dict[str, Task] = {}
 
@@ -35,4 +50,5 @@ def resolve(task: str | Task) -> Task:
                            f"got {type(task).__name__}.")
 
 
-__all__ = ["BUILTIN", "Data", "DigitsSeedsTask", "DigitsTask", "Subtask", "Task", "get", "resolve"]
+__all__ = ["BUILTIN", "Data", "DigitsSeedsTask", "DigitsTask", "HFCausalLM", "HFClassification", "RetrievalSkill",
+           "Subtask", "Task", "get", "resolve"]
