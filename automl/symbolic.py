@@ -30,7 +30,7 @@ _OURS_PACKAGES = ("automl.adapters", "automl.quant", "automl.merge", "automl.mit
 Trusted = Iterable["str | ModuleType | type"]
 # roots a user can't trust wholesale: PyGlove's own (its opaque-object wrapper unpickles),
 # ours (already allowed class by class), the standard library's entry points
-_NEVER_TRUSTED = ("pyglove", "hyper", "automl", "builtins", "os", "sys", "subprocess", "pickle", "importlib")
+NEVER_TRUSTED = ("pyglove", "hyper", "automl", "builtins", "os", "sys", "subprocess", "pickle", "importlib")
 
 
 def _subclasses(cls: type) -> Iterable[type]:
@@ -78,7 +78,7 @@ def trusted_modules(trusted: Trusted = ()) -> tuple[str, ...]:
     names = []
     for item in trusted or ():
         root = _module_of(item).split(".")[0] if not isinstance(item, type) else ""
-        if root in _NEVER_TRUSTED:
+        if root in NEVER_TRUSTED:
             raise StudyError(f"module {_module_of(item)!r} can't be trusted wholesale: trust only the module "
                              f"that defines your own classes (e.g. --trust my_adapters).")
         if isinstance(item, str) and (item.endswith(".py") or item not in sys.modules):
@@ -114,7 +114,7 @@ def _check_tree(node: Any, allowed: dict[str, type], where: str, path: str) -> N
             if not isinstance(name, str) or name not in allowed:
                 shown = name if isinstance(name, str) else type(name).__name__
                 module = shown.rpartition(".")[0]
-                hint = ("" if not module or module.split(".")[0] in _NEVER_TRUSTED else
+                hint = ("" if not module or module.split(".")[0] in NEVER_TRUSTED else
                         f"; if it is your own class, trust its module: trusted=[{module!r}] / --trust {module}")
                 raise StudyError(f"{where}: type {shown[:120]!r} at {path or 'top level'} is not trusted, so "
                                  f"nothing was loaded (allowed: automl's classes, PyGlove hyper values and "

@@ -40,7 +40,7 @@ from automl.study import leaderboard as board
 from automl.study import loop, records
 from automl.study.checks import check_space_fits
 from automl.study.storage import Heartbeat, default_storage, mask_url, open_storage, sqlite_path, storage_error
-from automl.symbolic import Trusted, fingerprint, load_symbolic, trusted_modules
+from automl.symbolic import NEVER_TRUSTED, Trusted, fingerprint, load_symbolic, trusted_modules
 from automl.tasks import BUILTIN, Task, resolve
 from automl.trainer import fit
 
@@ -234,11 +234,16 @@ class Study:
             for part in qualname.split("."):
                 obj = getattr(obj, part, None)
             if isinstance(obj, type) and issubclass(obj, Task):
-                return obj()
+                try:
+                    return obj()
+                except Exception as e:  # noqa: BLE001 - a task class that needs arguments, say
+                    raise StudyError(f"study {self.name!r}: task class {ref!r} can't be built without arguments "
+                                     f"({type(e).__name__}: {e}); pass the task object with --task MODULE:ATTR.") from None
             raise StudyError(f"study {self.name!r}: stored task {ref!r} is not an automl.Task class in the "
                              f"trusted module {module!r}; pass the task (--task MODULE:ATTR).")
         shown = repr(name) if isinstance(name, str) else "(unreadable)"
-        hint = f" or trust its module (--trust {module})" if module and _NAME.match(module.replace(".", "_")) else ""
+        hint = (f" or trust its module (--trust {module})" if module and _NAME.match(module.replace(".", "_"))
+                and module.split(".")[0] not in NEVER_TRUSTED else "")
         raise StudyError(f"study {self.name!r} uses task {shown} ({ref[:100]!r}), which is not built in; a task "
                          f"is never imported from storage: pass it with --task MODULE:ATTR (task=...){hint}.")
 
