@@ -5,6 +5,8 @@ recipe a search space; ``pg.materialize(space, dna)`` turns a DNA into a concret
 """
 from __future__ import annotations
 
+import re
+
 import pyglove as pg
 
 from automl.adapters.base import Adapter
@@ -45,7 +47,14 @@ class Recipe(pg.Object):
         except SearchSpaceError:
             raise
         except (ValueError, TypeError) as e:
-            raise SearchSpaceError("Recipe: " + " ".join(str(e).split())) from None
+            message = " ".join(str(e).split())
+            bound = re.match(r"Float\.(min|max)_value \((\S+)\) should be no (?:less|greater) than the \w+ value "
+                             r"\((\S+)\).*\(path=(\S+)\)", message)
+            if bound:
+                side, given, limit, path = bound.groups()
+                message = (f"{path}: a pg.floatv range with {side} {given} goes outside the field's bounds "
+                           f"({side} allowed: {limit}); narrow the range.")
+            raise SearchSpaceError("Recipe: " + message) from None
 
     def labels(self) -> dict[str, str]:
         """Readable labels of the recipe's parts (leaderboard columns)."""

@@ -24,7 +24,7 @@ BAD_SPACES = {
                 "Quantization.bits=3.0 is not supported"),
     "negative_lr.py": ("import pyglove as pg, automl\nfrom automl import adapters\n"
                        "SPACE = automl.Recipe(adapter=adapters.LoRA(), lr=pg.floatv(-1e-3, 1e-2))\n",
-                       "Float.min_value (-0.001)"),
+                       "lr: a pg.floatv range with min -0.001 goes outside the field.s bounds"),
     "big_rank.py": ("import pyglove as pg, automl\nfrom automl import adapters\n"
                     "SPACE = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([4, 300])), steps=5)\n",
                     "rank 300 does not fit layer"),
@@ -179,7 +179,7 @@ def test_typed_fields_refuse_bad_candidates_when_written():
     for make, match in [(lambda: quant.Quantization(bits=pg.oneof([8, 3])), "bits=3"),
                         (lambda: adapters.LoRA(rank=pg.oneof([0, 2])), "rank must be a positive integer"),
                         (lambda: adapters.LoRA(dropout=pg.oneof([0.1, 1.0])), "dropout must lie in"),
-                        (lambda: automl.Recipe(adapter=adapters.LoRA(), lr=pg.floatv(-1e-3, 1e-2)), "min_value"),
+                        (lambda: automl.Recipe(adapter=adapters.LoRA(), lr=pg.floatv(-1e-3, 1e-2)), "outside the field.s bounds"),
                         (lambda: automl.Recipe(adapter=adapters.LoRA(), steps=pg.oneof([10, 0])), "steps")]:
         with pytest.raises((SearchSpaceError, ValueError), match=match):
             make()
