@@ -24,7 +24,7 @@ BAD_SPACES = {
                 "Quantization.bits=3.0 is not supported"),
     "negative_lr.py": ("import pyglove as pg, automl\nfrom automl import adapters\n"
                        "SPACE = automl.Recipe(adapter=adapters.LoRA(), lr=pg.floatv(-1e-3, 1e-2))\n",
-                       "lr: a pg.floatv range with min -0.001 goes outside the field.s bounds"),
+                       "lr: a pg.floatv range with min -0.001 goes outside the field's bounds"),
     "big_rank.py": ("import pyglove as pg, automl\nfrom automl import adapters\n"
                     "SPACE = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([4, 300])), steps=5)\n",
                     "rank 300 does not fit layer"),
