@@ -107,7 +107,8 @@ class DigitsTask(Task):
     are several shifts, so ``DigitsTask(("mirror", "flip"))`` is a :class:`DigitsMultitask`.
     """
 
-    def __new__(cls, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None):
+    def __new__(cls, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None,
+                **kwargs: Any):
         if cls is DigitsTask and (heads or ("per-subtask" if len(shifts) > 1 else "shared")) == "per-subtask":
             cls = DigitsMultitask
         return super().__new__(cls)
