@@ -33,7 +33,7 @@ class LossRecordingDigits(DigitsTask):
 
     def loss(self, model, batch):
         value = super().loss(model, batch)
-        self.losses.append(float(value))
+        self.losses.append(float(value.detach()))
         return value
 
 
