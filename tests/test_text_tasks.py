@@ -142,22 +142,53 @@ def test_bad_text_task_input_is_a_clear_error(bert_dir, tmp_path):
         _ = HFClassification(bert_dir, train=(["a"], [0, 1]), test=(["a"], [0])).subtasks
 
 
-@pytest.mark.parametrize("adapter,config", [
+PARITY = [
     (adapters.LoRA(rank=2, alpha=4.0), dict(r=2, lora_alpha=4.0)),
+    (adapters.RsLoRA(rank=4, alpha=4.0), dict(r=4, lora_alpha=4.0, use_rslora=True)),
     (adapters.DoRA(rank=2, alpha=4.0), dict(r=2, lora_alpha=4.0, use_dora=True)),
-], ids=["LoRA", "DoRA"])
-def test_outputs_match_peft_on_bert_layers(bert_dir, adapter, config):
-    backbone = classification(bert_dir).pretrained_model().backbone
-    ours = adapter.apply(copy.deepcopy(backbone))
+]
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+@pytest.mark.parametrize("adapter,config", PARITY, ids=["LoRA", "RsLoRA", "DoRA"])
+def test_outputs_and_gradients_match_peft_on_transformer_layers(bert_dir, llama, arch, adapter, config):
+    base = classification(bert_dir).pretrained_model().backbone if arch == "bert" else llama
+    targets = [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    ours = adapter.apply(copy.deepcopy(base), adapter.plan(base, targets))
     perturb(ours)
-    targets = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
-    theirs = get_peft_model(copy.deepcopy(backbone), LoraConfig(target_modules=targets, **config))
+    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(target_modules=targets, **config))
     copy_into_peft(ours, theirs)
     ids = torch.randint(5, 30, (3, 7))
     mask = torch.ones_like(ids)
     ours.eval(), theirs.eval()
-    assert torch.allclose(ours(input_ids=ids, attention_mask=mask).last_hidden_state,
-                          theirs(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-5)
+    out = [m(input_ids=ids, attention_mask=mask)[0] for m in (ours, theirs)]
+    assert torch.allclose(out[0], out[1], atol=1e-5)
+    for o in out:
+        o.square().mean().backward()
+    name = targets[0]
+    mine = ours.get_submodule(name).lora_B.grad
+    peft_grad = theirs.base_model.model.get_submodule(name).lora_B["default"].weight.grad
+    assert torch.allclose(mine, peft_grad, atol=1e-5)
+
+
+EVERY_ADAPTER = [adapters.FullFineTune(), adapters.LoRA(rank=2), adapters.RsLoRA(rank=2), adapters.PiSSA(rank=2),
+                 adapters.PiSSA(rank=2, init="svd_lowrank", niter=2), adapters.DoRA(rank=2), adapters.SORSA(rank=2),
+                 adapters.SVFit(rank=2), adapters.LoRA(rank=4, ranks=adapters.WeLoreRanks(keep=0.9))]
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+@pytest.mark.parametrize("adapter", EVERY_ADAPTER, ids=lambda a: a.label + ("-welore" if getattr(a, "ranks", None)
+                                                                          else "-fast" if getattr(a, "niter", None)
+                                                                          else ""))
+def test_every_adapter_fine_tunes_a_transformer_and_deploys_on_its_layers(bert_dir, llama, arch, adapter):
+    task = classification(bert_dir) if arch == "bert" else causal(llama)
+    pretrained = task.pretrained_model()
+    result = automl.evaluate(automl.Recipe(adapter=adapter, steps=3, batch_size=8, lr=1e-2), task=task)
+    planned = adapter.adapted_layers(pretrained, task.adaptable_layers(pretrained))
+    assert sorted(k[len("intruders/"):] for k in result.metrics if k.startswith("intruders/")) == sorted(planned)
+    before, after = pretrained.state_dict(), result.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.rsplit(".", 1)[0] in planned or k.startswith("head.") for k in changed)
 
 
 @pytest.mark.parametrize("adapter", [adapters.LoRA(rank=2), adapters.PiSSA(rank=2), adapters.RsLoRA(rank=2)],
@@ -230,3 +261,14 @@ def test_export_loads_in_peft_on_the_llama_model(llama, tmp_path):
         ours = result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         theirs = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_bits_count_a_tied_output_layer_once(llama):
+    model = copy.deepcopy(llama)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    stored = {t.data_ptr(): t.numel() for t in model.state_dict().values()}
+    bits = quant.Quantization(bits=16).bits_per_parameter(model)
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    linear = sum(model.get_submodule(n).weight.numel() for n in layers)
+    expected = (16 * linear + 32 * (sum(stored.values()) - linear)) / sum(stored.values())
+    assert bits == pytest.approx(expected)
