@@ -107,6 +107,8 @@ class DigitsTask(Task):
     are several shifts, so ``DigitsTask(("mirror", "flip"))`` is a :class:`DigitsMultitask`.
     """
 
+    hidden: int = HIDDEN
+
     def __new__(cls, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None,
                 **kwargs: Any):
         if cls is DigitsTask and (heads or ("per-subtask" if len(shifts) > 1 else "shared")) == "per-subtask":
@@ -118,8 +120,6 @@ class DigitsTask(Task):
             raise SearchSpaceError(f"heads must be 'shared' or 'per-subtask', got {heads!r}.")
         self.name = name
         self.shifts = shifts
-
-    hidden: int = HIDDEN
 
     def build_model(self) -> nn.Module:
         return digits_mlp(self.hidden)
