@@ -6,19 +6,24 @@ split, features standardized on the train split; 20 epochs of AdamW, lr 1e-3, we
 subtasks transform the images and permute the labels, so the pretrained model scores near
 chance on them and must really adapt (the setting of reference.md, "Verified on the digits
 setting").
+
+``digits`` fine-tunes the whole MLP (one shared 10-way head). ``digits-multitask`` (several
+shifts) gives each subtask its own head over a shared trunk, as task-arithmetic work does with
+per-task classification heads: see :class:`DigitsMultitask`.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from automl.errors import SearchSpaceError
 from automl.paths import cache_dir
 from automl.tasks.base import Data, Subtask, Task
 
@@ -95,20 +100,35 @@ def pretrain(model: nn.Module, data: Data, epochs: int, lr: float, weight_decay:
 
 
 class DigitsTask(Task):
-    """Fine-tune the pretrained digits MLP on shifted digits (transformed images, permuted labels)."""
+    """Fine-tune the pretrained digits MLP on shifted digits (transformed images, permuted labels).
 
-    def __init__(self, shifts: tuple[str, ...] = ("mirror",), name: str = "digits"):
+    ``heads``: ``"shared"`` (one 10-way head for every subtask) or ``"per-subtask"`` (one head per
+    subtask over a shared trunk, :class:`DigitsMultitask`); by default per-subtask as soon as there
+    are several shifts, so ``DigitsTask(("mirror", "flip"))`` is a :class:`DigitsMultitask`.
+    """
+
+    hidden: int = HIDDEN
+
+    def __new__(cls, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None,
+                **kwargs: Any):
+        if cls is DigitsTask and (heads or ("per-subtask" if len(shifts) > 1 else "shared")) == "per-subtask":
+            cls = DigitsMultitask
+        return super().__new__(cls)
+
+    def __init__(self, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None):
+        if heads not in (None, "shared", "per-subtask"):
+            raise SearchSpaceError(f"heads must be 'shared' or 'per-subtask', got {heads!r}.")
         self.name = name
         self.shifts = shifts
 
     def build_model(self) -> nn.Module:
-        return digits_mlp()
+        return digits_mlp(self.hidden)
 
     @cached_property
     def _pretrained(self) -> nn.Module:
         torch.manual_seed(PRETRAIN["seed"])
-        model = digits_mlp()
-        tag = hashlib.sha1(repr(sorted(PRETRAIN.items())).encode() + str(HIDDEN).encode()).hexdigest()[:12]
+        model = digits_mlp(self.hidden)
+        tag = hashlib.sha1(repr(sorted(PRETRAIN.items())).encode() + str(self.hidden).encode()).hexdigest()[:12]
         path = cache_dir("tasks") / f"digits-mlp-{tag}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(str(path)))
@@ -137,14 +157,149 @@ class DigitsTask(Task):
 
 class DigitsSeedsTask(DigitsTask):
     """The Git Re-Basin setting: the same MLP trained from different random inits on the
-    original digits task; merging these needs weight matching (Ainsworth et al., 2022)."""
+    original digits task; merging these needs weight matching (Ainsworth et al., 2022).
 
-    def __init__(self, seeds: tuple[int, ...] = (1, 2), name: str = "digits-seeds"):
+    ``hidden`` sets the MLP's width (the pretrained reference model, which forgetting and the
+    spectral report compare against, is pretrained at that width too and cached). One seed is
+    one model trained from scratch (e.g. quantization-aware training at a given width).
+
+    Caveat: the trainer passes the pretrained model's weights as the merge's base, which is
+    unrelated to independently trained models: task-vector merges (TaskArithmetic, TIES, DARE)
+    are meaningless here; use Linear, SLERP or WeightMatching.
+    """
+
+    def __init__(self, seeds: tuple[int, ...] = (1, 2), name: str = "digits-seeds", hidden: int = HIDDEN):
         super().__init__(shifts=(), name=name)
         self.seeds = seeds
+        self.hidden = hidden
 
     @cached_property
     def subtasks(self) -> list[Subtask]:
         data = digits_data()
         train, test = data.split("train"), data.split("test")
         return [Subtask(f"seed{s}", train, test, init_seed=s) for s in self.seeds]
+
+
+class MultiHeadMLP(nn.Module):
+    """The digits MLP's trunk (``fc1``, ``fc2``) with one 10-way head per subtask in ``heads``
+    (plus ``heads.pretrain``, the pretrained head, which never trains). ``forward(x, head)`` uses
+    ``head``, else the model's own ``subtask``, else the pretrained head."""
+
+    def __init__(self, subtasks: tuple[str, ...], hidden: int = HIDDEN):
+        super().__init__()
+        self.fc1, self.act1 = nn.Linear(64, hidden), nn.ReLU()
+        self.fc2, self.act2 = nn.Linear(hidden, hidden), nn.ReLU()
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, 10) for name in ("pretrain", *subtasks)})
+        self.subtask: str | None = None
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.fc2(self.act1(self.fc1(x))))
+
+    def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        return self.heads[head or self.subtask or "pretrain"](self.trunk(x))
+
+
+class DigitsMultitask(DigitsTask):
+    """Several shifted-digits subtasks, each with its own head over a shared trunk.
+
+    Why: the shifts permute the labels differently (mirror +3, flip +5, transpose +7), so through
+    one shared head the subtasks' label maps conflict and no merge can serve them all (every merge
+    stayed ≤ 0.44 accuracy). Task-arithmetic work (Ilharco et al., 2023) merges the encoders of
+    models with per-task heads; so does this task:
+
+    - the pretrained model is a :class:`MultiHeadMLP` whose trunk is the pretrained digits MLP's
+      ``fc1``/``fc2`` and whose every head starts as the pretrained head;
+    - ``adaptable_layers`` are the trunk's (``fc1``, ``fc2``): adapters, quantization, intruder
+      counts and the merge's interesting part act on the trunk only;
+    - ``initial_model(subtask)`` names the subtask on the model copy (``model.subtask``);
+      ``prepare`` makes that subtask's head (and only it) trainable: it trains in full under every
+      adapter; batches carry the subtask name, so ``loss`` uses its head;
+    - the merge combines whole state dicts; a head only one model changed would come out diluted
+      or trimmed (Linear gives ``base + τ/T``, TIES trims it, TA scales it). So the task keeps
+      each subtask's trained head (the trainer hands it over through ``trained_modules_state``
+      after training that subtask) and ``evaluate`` on a merged model (one with no ``subtask``
+      that is not the pretrained model) first writes the subtask's own trained head back into
+      ``heads.<subtask>``: the merged model is the merged trunk plus each subtask's own head.
+      The task remembers the heads of its latest fit: fit one recipe at a time per task object;
+    - forgetting is measured with the pretrained head (``heads.pretrain``) on the original
+      digits: it tracks what the merged trunk lost.
+    """
+
+    def __init__(self, shifts: tuple[str, ...] = ("mirror", "flip", "transpose"), name: str = "digits-multitask",
+                 heads: str | None = "per-subtask"):
+        super().__init__(shifts, name, heads)
+        self.trained_heads: dict[str, dict[str, torch.Tensor]] = {}
+
+    @property
+    def trainable_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"heads.{s}" for s in self.shifts)
+
+    def build_model(self) -> nn.Module:
+        return MultiHeadMLP(self.shifts)
+
+    @cached_property
+    def _multihead(self) -> MultiHeadMLP:
+        single = self._pretrained
+        model = MultiHeadMLP(self.shifts)
+        state = {k: v for k, v in single.state_dict().items() if not k.startswith("head.")}
+        for name in model.heads:
+            state.update({f"heads.{name}.{k}": v for k, v in single.head.state_dict().items()})
+        model.load_state_dict(state)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model.eval()
+
+    def pretrained_model(self) -> nn.Module:
+        return self._multihead
+
+    def initial_model(self, subtask: Subtask) -> nn.Module:
+        model = super().initial_model(subtask)
+        model.subtask = subtask.name
+        return model
+
+    def adaptable_layers(self, model: nn.Module) -> list[str]:
+        return ["fc1", "fc2"]
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        if model.subtask is not None:
+            for p in model.heads[model.subtask].parameters():
+                p.requires_grad_(True)
+        return model
+
+    def trained_modules_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        if model.subtask is None:
+            return {}
+        head = {k: v.detach().clone() for k, v in model.heads[model.subtask].state_dict().items()}
+        self.trained_heads[model.subtask] = head
+        return {f"heads.{model.subtask}.{k}": v for k, v in head.items()}
+
+    def batches(self, subtask: Subtask, batch_size: int, seed: int, device: torch.device) -> Iterator[Any]:
+        for x, y in super().batches(subtask, batch_size, seed, device):
+            yield x, y, subtask.name
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        x, y, head = batch
+        return nn.functional.cross_entropy(model(x, head=head).float(), y)
+
+    def is_merged(self, model: nn.Module) -> bool:
+        """A model made by merging (no own subtask, not the pretrained model itself)."""
+        return getattr(model, "subtask", None) is None and model is not self._multihead
+
+    @torch.no_grad()
+    def _scores(self, model: nn.Module, data: Data, head: str) -> dict[str, float]:
+        model.eval()
+        device = next(model.parameters()).device
+        logits = model(data.x.to(device), head=head).float()
+        y = data.y.to(device)
+        return {"accuracy": float((logits.argmax(-1) == y).float().mean()),
+                "loss": float(nn.functional.cross_entropy(logits, y))}
+
+    def evaluate(self, model: nn.Module, subtask: Subtask) -> dict[str, float]:
+        if self.is_merged(model) and subtask.name in self.trained_heads:
+            with torch.no_grad():
+                model.heads[subtask.name].load_state_dict(self.trained_heads[subtask.name])
+        return self._scores(model, self.on_device(subtask.test, next(model.parameters()).device), subtask.name)
+
+    def pretrain_metrics(self, model: nn.Module) -> dict[str, float]:
+        data = self.on_device(self.pretrain_data, next(model.parameters()).device)
+        return {"pretrain_accuracy": self._scores(model, data, "pretrain")["accuracy"]}
