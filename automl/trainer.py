@@ -91,13 +91,13 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         model = task.initial_model(sub).to(device)
         torch.manual_seed(recipe.seed + i)
         recipe.adapter.apply(model, plan)
-        task.prepare(model)
+        task.prepare(model, sub)
         recipe.quant.apply(model, quantized)
         trainable = trainable_parameters(model)
         t0 = time.perf_counter()
         train(model, task, sub, recipe, report=report, step_offset=i * recipe.steps)
         train_seconds += time.perf_counter() - t0
-        state = {**task.trained_modules_state(model), **recipe.adapter.trained_state(model)}
+        state = {**task.trained_modules_state(model, sub), **recipe.adapter.trained_state(model)}
         trained_states.append({k: v.detach().cpu() for k, v in state.items()})
         merge_adapters(model)
         deployed.append(recipe.quant.deploy(model, quantized))
@@ -105,10 +105,15 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
     if len(deployed) == 1:
         final = deployed[0]
     else:
-        base = {k: v.to(device) for k, v in pretrained.state_dict().items()}
+        common = task.merge_base(pretrained)
+        base = None if common is None else {k: v.to(device) for k, v in common.items()}
         states = [m.state_dict() for m in deployed]
         final = copy.deepcopy(pretrained).to(device)
-        final.load_state_dict(recipe.merge.merge(base, states))
+        merged = recipe.merge.merge(base, states)
+        for sub, state in zip(task.subtasks, states):   # a subtask's own modules (its head) are not merged
+            for module in task.owned_modules(sub):
+                merged.update({k: v for k, v in state.items() if k.startswith(module + ".")})
+        final.load_state_dict(merged)
         final = recipe.quant.deploy(final, quantized)
         diagnostics = merge_metrics(recipe.merge, final, states,
                                     lambda m: sum(task.evaluate(m, s)["loss"] for s in task.subtasks) / len(task.subtasks))

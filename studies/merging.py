@@ -19,7 +19,7 @@ from pathlib import Path
 
 import automl
 from automl import adapters, merge
-from automl.tasks import DigitsSeedsTask, DigitsTask
+from automl.tasks import DigitsMultitask, DigitsSeedsTask
 from studies._common import Report, main, mean, mean_sd
 
 CLAIM = ("Task arithmetic (Ilharco et al., arXiv 2212.04089), TIES-Merging (Yadav et al., arXiv 2306.01708) "
@@ -45,7 +45,7 @@ def run(small: bool = False, seeds: int = 5):
     acc: dict[str, float] = {}
     recipe = lambda s, m=None: automl.Recipe(adapter=adapters.FullFineTune(), lr=3e-4, steps=steps, seed=s,  # noqa: E731
                                              **({"merge": m} if m is not None else {}))
-    own = {sh: [automl.evaluate(recipe(s), task=DigitsTask((sh,), name=f"digits-{sh}-own-head", heads="per-subtask"))
+    own = {sh: [automl.evaluate(recipe(s), task=DigitsMultitask((sh,), name=f"digits-{sh}-own-head"))
                 .metrics["accuracy"] for s in range(seeds)] for sh in SHIFTS}
     per_seed = [mean([own[sh][s] for sh in SHIFTS]) for s in range(seeds)]
     report.rows.append({"task": "digits-multitask", "merge": "none: each subtask's own model", "accuracy": mean_sd(per_seed),

@@ -429,3 +429,17 @@ def test_weight_matching_in_a_recipe_on_digits_seeds():
     result = automl.evaluate(recipe, task="digits-seeds")
     assert 0.0 <= result.accuracy <= 1.0
     assert set(k for k in result.metrics if k.startswith("accuracy/")) == {"accuracy/seed1", "accuracy/seed2"}
+
+
+@pytest.mark.parametrize("method", [merge.TaskArithmetic(), merge.TIES(), merge.DARE(),
+                                    merge.WeightMatching(then=merge.TaskArithmetic())],
+                         ids=["TaskArithmetic", "TIES", "DARE", "WeightMatching-then-TA"])
+def test_task_vector_merges_refuse_models_from_different_random_inits(method):
+    recipe = automl.Recipe(adapter=adapters.FullFineTune(), merge=method, steps=2)
+    with pytest.raises(automl.errors.SearchSpaceError, match="share no base"):
+        automl.evaluate(recipe, task="digits-seeds")
+
+
+def test_averaging_merges_need_no_base():
+    models = [{"w": torch.ones(2)}, {"w": 3 * torch.ones(2)}]
+    assert torch.equal(merge.Linear().merge(None, models)["w"], 2 * torch.ones(2))

@@ -47,7 +47,14 @@ def check_deltas(base: dict[str, torch.Tensor], deltas: list[dict[str, LowRankDe
 
 
 class MergeMethod(pg.Object):
-    """Combine fine-tuned models of one architecture; per-tensor methods define merge_tensor."""
+    """Combine fine-tuned models of one architecture; per-tensor methods define merge_tensor.
+
+    ``uses_base``: whether the method reads the base's values (task vectors ``θ_t − θ_base``);
+    such a method refuses ``base=None`` — models trained from different random inits share no
+    base, and any stand-in would be unrelated to them.
+    """
+
+    uses_base = False
 
     @property
     def label(self) -> str:
@@ -60,9 +67,16 @@ class MergeMethod(pg.Object):
         """``c_t`` when the merge is ``θ_base + Σ_t c_t τ_t`` (linear in task vectors), else None."""
         return None
 
-    def merge(self, base: dict[str, torch.Tensor],
+    def merge(self, base: dict[str, torch.Tensor] | None,
               models: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The merged state dict; a single model is returned unchanged."""
+        """The merged state dict; a single model is returned unchanged. ``base=None``: the models
+        share no pretrained base (methods that read it refuse)."""
+        if base is None:
+            if self.uses_base and len(models) > 1:
+                raise SearchSpaceError(f"{self.label} merges task vectors θ_t − θ_base, but these models were "
+                                       f"trained from different random inits and share no base; merge them with "
+                                       f"Linear, SLERP or WeightMatching(then=Linear()).")
+            base = models[0] if models else {}
         check_compatible(base, models)
         self.check_count(len(models))
         if len(models) == 1:

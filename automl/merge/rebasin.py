@@ -277,6 +277,11 @@ class WeightMatching(MergeMethod):
     max_iter: int = 100
     seed: int = 0
 
+    @property
+    def uses_base(self) -> bool:  # type: ignore[override]
+        """Whether ``then`` reads the base (task-vector merges)."""
+        return bool(getattr(self.then, "uses_base", False))
+
     def _on_bound(self) -> None:
         super()._on_bound()
         if isinstance(self.max_iter, int) and self.max_iter < 1:

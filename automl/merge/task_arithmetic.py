@@ -63,6 +63,8 @@ def dare_drop(tau: torch.Tensor, drop: float, rescale: bool, generator: torch.Ge
 class TaskArithmetic(MergeMethod):
     """``θ_base + λ Σ_t τ_t`` (Ilharco et al., 2023); a negative λ negates tasks."""
 
+    uses_base = True
+
     scale: float = 1.0
 
     def _on_bound(self) -> None:
@@ -79,6 +81,7 @@ class TaskArithmetic(MergeMethod):
 class TIES(MergeMethod):
     """TIES-Merging (Yadav et al., 2023, Alg. 1): trim, elect sign, disjoint mean, scale by λ."""
 
+    uses_base = True
     density: float = 0.2
     scale: float = 1.0
     sign: str = "sum"
@@ -106,6 +109,7 @@ class DARE(MergeMethod):
     come from ``seed``, the tensor's name and the model's index, so a merge is reproducible.
     """
 
+    uses_base = True
     drop: float = 0.5
     rescale: bool = True
     then: str = "linear"

@@ -5,7 +5,7 @@ from typing import Callable
 
 from automl.errors import SearchSpaceError
 from automl.tasks.base import Data, Subtask, Task
-from automl.tasks.digits import DigitsSeedsTask, DigitsTask
+from automl.tasks.digits import DigitsMultitask, DigitsSeedsTask, DigitsTask
 from automl.tasks.hf_causal_lm import HFCausalLM
 from automl.tasks.hf_classification import HFClassification, RetrievalSkill
 
@@ -21,7 +21,7 @@ def _smollm2(name: str) -> Task:
 
 BUILTIN: dict[str, Callable[[], Task]] = {
     "digits": lambda: DigitsTask(("mirror",), name="digits"),
-    "digits-multitask": lambda: DigitsTask(("mirror", "flip", "transpose"), name="digits-multitask"),
+    "digits-multitask": lambda: DigitsMultitask(("mirror", "flip", "transpose"), name="digits-multitask"),
     "digits-seeds": lambda: DigitsSeedsTask((1, 2), name="digits-seeds"),
     "minilm-sentiment": lambda: _minilm("minilm-sentiment"),
     "minilm-sentiment-topics": lambda: _minilm("minilm-sentiment-topics"),
@@ -50,5 +50,5 @@ def resolve(task: str | Task) -> Task:
                            f"got {type(task).__name__}.")
 
 
-__all__ = ["BUILTIN", "Data", "DigitsSeedsTask", "DigitsTask", "HFCausalLM", "HFClassification", "RetrievalSkill",
+__all__ = ["BUILTIN", "Data", "DigitsMultitask", "DigitsSeedsTask", "DigitsTask", "HFCausalLM", "HFClassification", "RetrievalSkill",
            "Subtask", "Task", "get", "resolve"]

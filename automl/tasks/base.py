@@ -13,8 +13,9 @@ A task owns everything model- and data-specific; the trainer only runs the loop:
 - ``pretrain_metrics(model)`` and ``forgetting(now, before)``: the pretrained skill, and how much of
   it a fine-tuned model lost (in the skill's unit: accuracy points, or nats/token of loss);
 - ``adaptable_layers(model)``: the linear layers an adapter with ``targets="all-linear"`` adapts
-  (and quantization quantizes); ``trainable_modules``: modules that train in full whatever the
-  adapter (e.g. a new classifier head); ``export_prefix``: the submodule that is the Hugging Face
+  (and quantization quantizes); ``trainable_modules``/``trained_modules(subtask)``: modules that
+  train in full whatever the adapter (e.g. a new classifier head); ``owned_modules(subtask)``:
+  those only one subtask trains, kept whole through a merge; ``export_prefix``: the submodule that is the Hugging Face
   model an export is loaded onto.
 
 :class:`Task`'s defaults implement an in-memory classification task on :class:`Data` (inputs
@@ -89,20 +90,37 @@ class Task(abc.ABC):
         torch.manual_seed(subtask.init_seed)
         return self.build_model()
 
+    def merge_base(self, pretrained: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The common base of the subtask models for merging (their task vectors are ``θ_t − base``):
+        the pretrained state dict, or None when a subtask trains from a fresh random init."""
+        if any(sub.init_seed is not None for sub in self.subtasks):
+            return None
+        return pretrained.state_dict()
+
     def adaptable_layers(self, model: nn.Module) -> list[str]:
         """The linear layers ``targets="all-linear"`` selects (default: every ``nn.Linear``)."""
         return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Make :attr:`trainable_modules` trainable after the adapter froze the rest (in place)."""
-        for name in self.trainable_modules:
+    def trained_modules(self, subtask: Subtask) -> tuple[str, ...]:
+        """The modules that train in full while fine-tuning on ``subtask`` (default:
+        :attr:`trainable_modules`; a task with one head per subtask names that head)."""
+        return self.trainable_modules
+
+    def owned_modules(self, subtask: Subtask) -> tuple[str, ...]:
+        """Modules only ``subtask``'s model trains (its own head): after a merge they are taken from
+        that model whole instead of merged (a merge would dilute a tensor one model changed)."""
+        return ()
+
+    def prepare(self, model: nn.Module, subtask: Subtask) -> nn.Module:
+        """Make :meth:`trained_modules` trainable after the adapter froze the rest (in place)."""
+        for name in self.trained_modules(subtask):
             for p in model.get_submodule(name).parameters():
                 p.requires_grad_(True)
         return model
 
-    def trained_modules_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def trained_modules_state(self, model: nn.Module, subtask: Subtask) -> dict[str, torch.Tensor]:
         """The fully trained modules' tensors (by full state-dict name), detached."""
-        return {f"{name}.{k}": v.detach() for name in self.trainable_modules
+        return {f"{name}.{k}": v.detach() for name in self.trained_modules(subtask)
                 for k, v in model.get_submodule(name).state_dict().items()}
 
     # -- data -----------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from automl.errors import SearchSpaceError
 from automl.paths import cache_dir
 from automl.tasks.base import Data, Subtask, Task
 
@@ -100,24 +99,12 @@ def pretrain(model: nn.Module, data: Data, epochs: int, lr: float, weight_decay:
 
 
 class DigitsTask(Task):
-    """Fine-tune the pretrained digits MLP on shifted digits (transformed images, permuted labels).
-
-    ``heads``: ``"shared"`` (one 10-way head for every subtask) or ``"per-subtask"`` (one head per
-    subtask over a shared trunk, :class:`DigitsMultitask`); by default per-subtask as soon as there
-    are several shifts, so ``DigitsTask(("mirror", "flip"))`` is a :class:`DigitsMultitask`.
-    """
+    """Fine-tune the pretrained digits MLP on shifted digits (transformed images, permuted labels),
+    through its one 10-way head (:class:`DigitsMultitask` gives each subtask its own head)."""
 
     hidden: int = HIDDEN
 
-    def __new__(cls, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None,
-                **kwargs: Any):
-        if cls is DigitsTask and (heads or ("per-subtask" if len(shifts) > 1 else "shared")) == "per-subtask":
-            cls = DigitsMultitask
-        return super().__new__(cls)
-
-    def __init__(self, shifts: tuple[str, ...] = ("mirror",), name: str = "digits", heads: str | None = None):
-        if heads not in (None, "shared", "per-subtask"):
-            raise SearchSpaceError(f"heads must be 'shared' or 'per-subtask', got {heads!r}.")
+    def __init__(self, shifts: tuple[str, ...] = ("mirror",), name: str = "digits"):
         self.name = name
         self.shifts = shifts
 
@@ -163,9 +150,8 @@ class DigitsSeedsTask(DigitsTask):
     spectral report compare against, is pretrained at that width too and cached). One seed is
     one model trained from scratch (e.g. quantization-aware training at a given width).
 
-    Caveat: the trainer passes the pretrained model's weights as the merge's base, which is
-    unrelated to independently trained models: task-vector merges (TaskArithmetic, TIES, DARE)
-    are meaningless here; use Linear, SLERP or WeightMatching.
+    The models share no base (``merge_base`` is None): task-vector merges (TaskArithmetic, TIES,
+    DARE) refuse them with a one-line error; Linear, SLERP and WeightMatching merge them.
     """
 
     def __init__(self, seeds: tuple[int, ...] = (1, 2), name: str = "digits-seeds", hidden: int = HIDDEN):
@@ -183,20 +169,19 @@ class DigitsSeedsTask(DigitsTask):
 class MultiHeadMLP(nn.Module):
     """The digits MLP's trunk (``fc1``, ``fc2``) with one 10-way head per subtask in ``heads``
     (plus ``heads.pretrain``, the pretrained head, which never trains). ``forward(x, head)`` uses
-    ``head``, else the model's own ``subtask``, else the pretrained head."""
+    the head called ``head`` (default: the pretrained one)."""
 
     def __init__(self, subtasks: tuple[str, ...], hidden: int = HIDDEN):
         super().__init__()
         self.fc1, self.act1 = nn.Linear(64, hidden), nn.ReLU()
         self.fc2, self.act2 = nn.Linear(hidden, hidden), nn.ReLU()
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, 10) for name in ("pretrain", *subtasks)})
-        self.subtask: str | None = None
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.act2(self.fc2(self.act1(self.fc1(x))))
 
     def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
-        return self.heads[head or self.subtask or "pretrain"](self.trunk(x))
+        return self.heads[head or "pretrain"](self.trunk(x))
 
 
 class DigitsMultitask(DigitsTask):
@@ -211,28 +196,18 @@ class DigitsMultitask(DigitsTask):
       ``fc1``/``fc2`` and whose every head starts as the pretrained head;
     - ``adaptable_layers`` are the trunk's (``fc1``, ``fc2``): adapters, quantization, intruder
       counts and the merge's interesting part act on the trunk only;
-    - ``initial_model(subtask)`` names the subtask on the model copy (``model.subtask``);
-      ``prepare`` makes that subtask's head (and only it) trainable: it trains in full under every
-      adapter; batches carry the subtask name, so ``loss`` uses its head;
+    - ``trained_modules(subtask)`` is that subtask's head (and only it): it trains in full under
+      every adapter; batches carry the subtask name, so ``loss`` and ``evaluate`` use its head;
     - the merge combines whole state dicts; a head only one model changed would come out diluted
-      or trimmed (Linear gives ``base + τ/T``, TIES trims it, TA scales it). So the task keeps
-      each subtask's trained head (the trainer hands it over through ``trained_modules_state``
-      after training that subtask) and ``evaluate`` on a merged model (one with no ``subtask``
-      that is not the pretrained model) first writes the subtask's own trained head back into
-      ``heads.<subtask>``: the merged model is the merged trunk plus each subtask's own head.
-      The task remembers the heads of its latest fit: fit one recipe at a time per task object;
+      or trimmed (Linear gives ``base + τ/T``, TIES trims it, TA scales it). So each head is an
+      ``owned_modules(subtask)`` entry: the trainer takes it whole from its subtask's model after
+      the merge, and the merged model is the merged trunk plus each subtask's own head;
     - forgetting is measured with the pretrained head (``heads.pretrain``) on the original
       digits: it tracks what the merged trunk lost.
     """
 
-    def __init__(self, shifts: tuple[str, ...] = ("mirror", "flip", "transpose"), name: str = "digits-multitask",
-                 heads: str | None = "per-subtask"):
-        super().__init__(shifts, name, heads)
-        self.trained_heads: dict[str, dict[str, torch.Tensor]] = {}
-
-    @property
-    def trainable_modules(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(f"heads.{s}" for s in self.shifts)
+    def __init__(self, shifts: tuple[str, ...] = ("mirror", "flip", "transpose"), name: str = "digits-multitask"):
+        super().__init__(shifts, name)
 
     def build_model(self) -> nn.Module:
         return MultiHeadMLP(self.shifts)
@@ -252,26 +227,14 @@ class DigitsMultitask(DigitsTask):
     def pretrained_model(self) -> nn.Module:
         return self._multihead
 
-    def initial_model(self, subtask: Subtask) -> nn.Module:
-        model = super().initial_model(subtask)
-        model.subtask = subtask.name
-        return model
-
     def adaptable_layers(self, model: nn.Module) -> list[str]:
         return ["fc1", "fc2"]
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        if model.subtask is not None:
-            for p in model.heads[model.subtask].parameters():
-                p.requires_grad_(True)
-        return model
+    def trained_modules(self, subtask: Subtask) -> tuple[str, ...]:
+        return (f"heads.{subtask.name}",)
 
-    def trained_modules_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        if model.subtask is None:
-            return {}
-        head = {k: v.detach().clone() for k, v in model.heads[model.subtask].state_dict().items()}
-        self.trained_heads[model.subtask] = head
-        return {f"heads.{model.subtask}.{k}": v for k, v in head.items()}
+    def owned_modules(self, subtask: Subtask) -> tuple[str, ...]:
+        return (f"heads.{subtask.name}",)
 
     def batches(self, subtask: Subtask, batch_size: int, seed: int, device: torch.device) -> Iterator[Any]:
         for x, y in super().batches(subtask, batch_size, seed, device):
@@ -280,10 +243,6 @@ class DigitsMultitask(DigitsTask):
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, y, head = batch
         return nn.functional.cross_entropy(model(x, head=head).float(), y)
-
-    def is_merged(self, model: nn.Module) -> bool:
-        """A model made by merging (no own subtask, not the pretrained model itself)."""
-        return getattr(model, "subtask", None) is None and model is not self._multihead
 
     @torch.no_grad()
     def _scores(self, model: nn.Module, data: Data, head: str) -> dict[str, float]:
@@ -295,9 +254,6 @@ class DigitsMultitask(DigitsTask):
                 "loss": float(nn.functional.cross_entropy(logits, y))}
 
     def evaluate(self, model: nn.Module, subtask: Subtask) -> dict[str, float]:
-        if self.is_merged(model) and subtask.name in self.trained_heads:
-            with torch.no_grad():
-                model.heads[subtask.name].load_state_dict(self.trained_heads[subtask.name])
         return self._scores(model, self.on_device(subtask.test, next(model.parameters()).device), subtask.name)
 
     def pretrain_metrics(self, model: nn.Module) -> dict[str, float]:
