@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -185,6 +185,20 @@ def cmd_studies(args: argparse.Namespace) -> None:
         print("(no studies)")
 
 
+def cmd_replicate(args: argparse.Namespace) -> None:
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from studies._common import replicate
+    except ModuleNotFoundError:
+        raise SearchSpaceError("the replications live in the repository's studies/ package; run automl replicate "
+                               "from the repository root (or python -m studies.NAME).") from None
+    options = {"minilm": True} if args.minilm else {}
+    if args.minilm and args.name != "intruders":
+        raise SearchSpaceError("--minilm only applies to the intruders replication.")
+    replicate(args.name, small=args.small, seeds=args.seeds, out=Path(args.out) if args.out else None, **options)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -212,6 +226,22 @@ def _common(p: argparse.ArgumentParser, task: bool = False) -> None:
                        help="a built-in task name or MODULE:ATTR of your automl.Task (never imported from storage)")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or a positive integer")
+    return value
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_non_negative_int, default=1, metavar="N",
+                   help="torch CPU threads of this process (default 1: one per worker, so several workers "
+                        "on one machine don't contend; 0: torch's default, every core)")
+
+
 def _running(p: argparse.ArgumentParser) -> None:
     from automl.sampling.samplers import ALGORITHMS
     p.add_argument("--trials", type=_positive_int, default=20, help="new recipes to try (default 20)")
@@ -221,6 +251,7 @@ def _running(p: argparse.ArgumentParser) -> None:
                    help="prune unpromising trials (single-objective studies only)")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    _threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--heartbeat", type=_positive_int, default=None, metavar="SECONDS",
                    help="heartbeat interval of running trials (default 20)")
@@ -260,12 +291,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-run one trial from its stored recipe")
     p.add_argument("study"), p.add_argument("trial", type=int)
     p.add_argument("--device", default=None)
+    _threads(p)
     _common(p, task=True)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("export", help="write a trial's trained adapter (peft format for LoRA-family adapters)")
     p.add_argument("study"), p.add_argument("trial", type=int), p.add_argument("path")
     p.add_argument("--device", default=None)
+    _threads(p)
     _common(p, task=True)
     p.set_defaults(func=cmd_export)
 
@@ -274,6 +307,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for index.html and figures")
     _common(p, task=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("replicate", help="rerun one of the papers' findings (a replication under studies/)")
+    p.add_argument("name", choices=["intruders", "pissa", "rebasin", "ternary", "svd_adapters", "merging",
+                                    "intruder_aware"], help="which finding")
+    p.add_argument("--small", action="store_true", help="the CI setting: fewer seeds and steps (seconds)")
+    p.add_argument("--seeds", type=_positive_int, default=None, help="seeds (default 5; --small 2)")
+    p.add_argument("--minilm", action="store_true", help="intruders: add small-setting MiniLM rows")
+    p.add_argument("--out", default=None, help="folder for table.md, table.csv, figure.png "
+                                               "(default studies/results/NAME)")
+    p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("studies", help="list studies")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: every SQLite file under studies/)")
@@ -291,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one-line warning
     logging.basicConfig(format="automl: %(message)s", level=logging.WARNING)
     try:
+        if getattr(args, "threads", None) is not None:
+            from automl.devices import set_cpu_threads
+            set_cpu_threads(args.threads)
         args.func(args)
         sys.stdout.flush()
     except AutomlError as e:

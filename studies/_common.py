@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import os
 import statistics
 import tempfile
@@ -14,6 +15,8 @@ from typing import Any, Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NAMES = ("intruders", "pissa", "rebasin", "ternary", "svd_adapters", "merging", "intruder_aware")
+"""The replications, one module each (``python -m studies.NAME`` or ``automl replicate NAME``)."""
 
 
 def setup() -> None:
@@ -105,4 +108,23 @@ def execute(run: Callable[..., tuple[Report, Callable[[Path], None]]], out: Path
     report, figure = run(small=small, seeds=seeds)
     report.seconds = time.perf_counter() - start
     report.save(out, figure)
+    return report
+
+
+def replicate(name: str, small: bool = False, seeds: int | None = None, out: Path | None = None,
+              **options: Any) -> Report:
+    """Run replication ``name`` (one of :data:`NAMES`), print its table and save it under ``out``
+    (default ``studies/results/NAME``); ``options`` go to its ``run`` (e.g. ``minilm=True``)."""
+    if name not in NAMES:
+        from automl.errors import SearchSpaceError
+        raise SearchSpaceError(f"no replication {name!r}; choose one of {list(NAMES)}.")
+    module = importlib.import_module(f"studies.{name}")
+    setup()
+    start = time.perf_counter()
+    report, figure = module.run(small=small, seeds=seeds or (2 if small else 5), **options)
+    report.seconds = time.perf_counter() - start
+    out = out or RESULTS / name
+    report.save(out, figure)
+    print(report.markdown())
+    print(f"saved to {out}")
     return report

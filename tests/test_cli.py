@@ -74,3 +74,34 @@ def test_unknown_algorithm_is_a_one_line_usage_error(capsys):
     assert main(["search", "digits", "--algorithm", "annealing"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'annealing'" in err and err.startswith("automl: error:") and err.count("\n") == 1
+
+
+def test_replicate_reruns_one_finding_and_saves_its_table(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["replicate", "pissa", "--small", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    assert "PiSSA" in capsys.readouterr().out
+    assert (tmp_path / "table.md").exists() and (tmp_path / "figure.png").exists()
+
+
+@pytest.mark.parametrize("argv,threads", [([], 1), (["--threads", "3"], 3), (["--threads", "0"], 0)])
+def test_a_trial_process_gets_one_torch_thread_unless_told(argv, threads, monkeypatch, studies):
+    import automl.devices
+    seen = []
+    monkeypatch.setattr(automl.devices, "set_cpu_threads", seen.append)
+    assert main(["reproduce", "no-such-study", "0", *argv]) == 2      # refused after the policy is applied
+    assert seen == [threads]
+
+
+def test_thread_policy_sets_torch_threads():
+    import torch
+    from automl.devices import set_cpu_threads
+    from automl.errors import DeviceError
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+        assert set_cpu_threads(0) == 1                                   # 0 keeps what is in force
+        with pytest.raises(DeviceError, match="non-negative"):
+            set_cpu_threads(-1)
+    finally:
+        torch.set_num_threads(before)
