@@ -272,3 +272,12 @@ def test_bits_count_a_tied_output_layer_once(llama):
     linear = sum(model.get_submodule(n).weight.numel() for n in layers)
     expected = (16 * linear + 32 * (sum(stored.values()) - linear)) / sum(stored.values())
     assert bits == pytest.approx(expected)
+
+
+def test_layers_regex_chooses_what_all_linear_adapts(bert_dir):
+    task = classification(bert_dir, layers=r"backbone\.encoder\.layer\.1\..*")
+    assert task.adaptable_layers(task.pretrained_model()) == [
+        f"backbone.encoder.layer.1.{n}" for n in ("attention.self.query", "attention.self.key", "attention.self.value",
+                                                  "attention.output.dense", "intermediate.dense", "output.dense")]
+    with pytest.raises(automl.errors.SearchSpaceError, match="matches none"):
+        classification(bert_dir, layers="nothing").adaptable_layers(task.pretrained_model())

@@ -14,7 +14,6 @@ linear layers (not the output layer, which is often tied to the embeddings), as 
 from __future__ import annotations
 
 import math
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -24,7 +23,7 @@ from torch import nn
 
 from automl.errors import SearchSpaceError
 from automl.tasks.base import Subtask, Task
-from automl.tasks.text import TextData, cached_tokens, freeze, load_backbone, tokenizer_fingerprint
+from automl.tasks.text import TextData, cached_tokens, freeze, load_backbone, matching_layers, tokenizer_fingerprint
 
 Pairs = tuple[Sequence[str], Sequence[str]]
 IGNORE = -100
@@ -121,13 +120,7 @@ class HFCausalLM(Task):
     def adaptable_layers(self, model: nn.Module) -> list[str]:
         output = getattr(model, "get_output_embeddings", lambda: None)()
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not output]
-        if self.layers is None:
-            return linears
-        chosen = [n for n in linears if re.fullmatch(self.layers, n)]
-        if not chosen:
-            raise SearchSpaceError(f"layers={self.layers!r} matches none of the model's linear layers "
-                                   f"(e.g. {linears[:3]}).")
-        return chosen
+        return matching_layers(linears, self.layers)
 
     @cached_property
     def subtasks(self) -> list[Subtask]:

@@ -14,7 +14,6 @@ cosine similarity of the sentence embeddings); without one, ``forgetting`` is 0.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +24,8 @@ from torch import nn
 
 from automl.errors import SearchSpaceError
 from automl.tasks.base import Subtask, Task
-from automl.tasks.text import SequenceClassifier, TextData, freeze, load_backbone, tokenize_classification
+from automl.tasks.text import (SequenceClassifier, TextData, freeze, load_backbone, matching_layers,
+                               tokenize_classification)
 
 Split = tuple[Sequence[str], Sequence[int]]
 
@@ -131,13 +131,7 @@ class HFClassification(Task):
 
     def adaptable_layers(self, model: nn.Module) -> list[str]:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("backbone.")]
-        if self.layers is None:
-            return linears
-        chosen = [n for n in linears if re.fullmatch(self.layers, n)]
-        if not chosen:
-            raise SearchSpaceError(f"layers={self.layers!r} matches none of the encoder's linear layers "
-                                   f"(e.g. {linears[:3]}).")
-        return chosen
+        return matching_layers(linears, self.layers)
 
     @cached_property
     def subtasks(self) -> list[Subtask]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -174,6 +175,17 @@ def load_backbone(model: str | Path | nn.Module, tokenizer: Any, *, causal: bool
     except (OSError, ValueError) as e:
         raise SearchSpaceError(f"cannot load a Hugging Face model from {str(path)!r}: {e}") from None
     return loaded, tok
+
+
+def matching_layers(linears: list[str], pattern: str | None) -> list[str]:
+    """The layer names of ``linears`` that the regular expression ``pattern`` matches whole (all
+    of them for ``None``); none matching is a :class:`SearchSpaceError`."""
+    if pattern is None:
+        return linears
+    chosen = [n for n in linears if re.fullmatch(pattern, n)]
+    if not chosen:
+        raise SearchSpaceError(f"layers={pattern!r} matches none of the model's linear layers (e.g. {linears[:3]}).")
+    return chosen
 
 
 def freeze(model: nn.Module) -> nn.Module:
