@@ -64,7 +64,7 @@ class Report:
         lines += ["", f"Took {self.seconds:.0f} s (wall clock, 2 shared CPU cores, one torch thread: approximate)."]
         return "\n".join(lines) + "\n"
 
-    def save(self, out: Path, figure: Callable[[Path], None] | None = None) -> Path:
+    def save(self, out: Path, figure: Callable[[Path], Any] | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(self.markdown())
         with open(out / "table.csv", "w", newline="") as f:
@@ -74,7 +74,11 @@ class Report:
         if figure is not None:
             import matplotlib
             matplotlib.use("Agg")
-            figure(out / "figure.png")
+            import matplotlib.pyplot as plt
+            fig = figure(out / "figure.png")     # a figure function draws and returns its figure
+            fig.tight_layout()
+            fig.savefig(out / "figure.png", dpi=100)
+            plt.close(fig)
         return out
 
 
@@ -86,7 +90,7 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def main(name: str, doc: str | None, run: Callable[..., tuple[Report, Callable[[Path], None]]]) -> Report:
+def main(name: str, doc: str | None, run: Callable[..., tuple[Report, Callable[[Path], Any]]]) -> Report:
     """Parse arguments, run, print and save."""
     args = parser(name, doc).parse_args()
     setup()
@@ -100,7 +104,7 @@ def main(name: str, doc: str | None, run: Callable[..., tuple[Report, Callable[[
     return report
 
 
-def execute(run: Callable[..., tuple[Report, Callable[[Path], None]]], out: Path, small: bool = True,
+def execute(run: Callable[..., tuple[Report, Callable[[Path], Any]]], out: Path, small: bool = True,
             seeds: int = 2) -> Report:
     """Run a replication programmatically (tests): returns the saved report."""
     setup()

@@ -78,7 +78,7 @@ def run(small: bool = False, seeds: int = 5):
     acc_gap = mean([a["accuracy"] - p["accuracy"] for a, p in zip(bests["accuracy only"], bests["default (penalized)"])])
     report.notes.append(f"accuracy given up by the penalized best (mean over seeds): {100 * acc_gap:.1f} points")
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         for (label, color) in (("accuracy only", "tab:blue"), ("default (penalized)", "tab:orange")):
@@ -89,9 +89,7 @@ def run(small: bool = False, seeds: int = 5):
         ax.set_ylabel("accuracy")
         ax.set_title("trials of both searches")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

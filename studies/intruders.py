@@ -66,7 +66,7 @@ def run(small: bool = False, seeds: int = 5, minilm: bool = False):
     else:
         report.notes.append("no MiniLM row in this run (add --minilm: a small setting, one seed)")
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(7, 3.5))
         labels = list(raw)
@@ -77,9 +77,7 @@ def run(small: bool = False, seeds: int = 5, minilm: bool = False):
         ax.set_ylabel(f"intruders (mean of {seeds} seeds)")
         ax.set_title("digits: intruder dimensions per hidden layer (k=10, ε=0.5)")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

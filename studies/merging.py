@@ -74,7 +74,7 @@ def run(small: bool = False, seeds: int = 5):
     report.notes.append(f"weight matching on digits-multitask (shared init) vs plain average: "
                         f"{acc['WeightMatching → Linear']:.3f} vs {base:.3f}")
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(7, 3.5))
         labels = list(acc)
@@ -83,9 +83,7 @@ def run(small: bool = False, seeds: int = 5):
         ax.set_xlabel(f"mean accuracy over 3 subtasks ({seeds} seeds)")
         ax.set_title("digits-multitask: merged trunk + own heads")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

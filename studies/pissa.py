@@ -64,7 +64,7 @@ def run(small: bool = False, seeds: int = 5):
         report.check(f"lr {lr:g}: PiSSA's mean early loss is lower than LoRA's ({mean(pissa):.3f} vs "
                      f"{mean(lora):.3f}; {wins}/{seeds} seeds)", mean(pissa) < mean(lora))
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, axes = plt.subplots(1, len(lrs), figsize=(4 * len(lrs), 3.2), sharey=True)
         for ax, lr in zip(axes, lrs):
@@ -75,9 +75,7 @@ def run(small: bool = False, seeds: int = 5):
             ax.set_xlabel("step")
         axes[0].set_ylabel(f"training loss (mean of {seeds} seeds)")
         axes[0].legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

@@ -65,7 +65,7 @@ def run(small: bool = False, seeds: int = 5):
                      f"({mean([r['accuracy'] for r in wm]):.3f} vs {mean([r['accuracy'] for r in lin]):.3f})",
                      mean([r["accuracy"] for r in wm]) > mean([r["accuracy"] for r in lin]))
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(5, 3.2))
         hs = list(per_width)
@@ -76,9 +76,7 @@ def run(small: bool = False, seeds: int = 5):
         ax.set_ylabel("test-loss barrier")
         ax.set_title("digits: loss barrier between seeds")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

@@ -74,7 +74,7 @@ def run(small: bool = False, seeds: int = 5):
                  f"accuracy {acc[w]:.3f} vs {acc[label_u]:.3f})",
                  acc[w] / par[w] > acc[label_u] / par[label_u])
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         for k in results:
@@ -84,9 +84,7 @@ def run(small: bool = False, seeds: int = 5):
         ax.set_ylabel(f"accuracy (mean of {seeds} seeds)")
         ax.set_title("digits: accuracy vs trainable parameters")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 

@@ -58,7 +58,7 @@ def run(small: bool = False, seeds: int = 5):
     report.check(f"median scale is not worse than mean on average over widths (median − mean = {100 * diff:+.2f} pts; "
                  f"median ahead at {wins}/{len(widths)} widths)", diff >= 0)
 
-    def figure(path: Path) -> None:
+    def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(5, 3.2))
         for name in arms:
@@ -68,9 +68,7 @@ def run(small: bool = False, seeds: int = 5):
         ax.set_ylabel(f"test accuracy (mean of {seeds} seeds)")
         ax.set_title("digits from scratch: ternary vs fp32")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
 
     return report, figure
 
