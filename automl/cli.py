@@ -193,10 +193,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     except ModuleNotFoundError:
         raise SearchSpaceError("the replications live in the repository's studies/ package; run automl replicate "
                                "from the repository root (or python -m studies.NAME).") from None
-    options = {"minilm": True} if args.minilm else {}
-    if args.minilm and args.name != "intruders":
-        raise SearchSpaceError("--minilm only applies to the intruders replication.")
-    replicate(args.name, small=args.small, seeds=args.seeds, out=Path(args.out) if args.out else None, **options)
+    replicate(args.name, small=args.small, seeds=args.seeds, out=Path(args.out) if args.out else None)
 
 
 def _positive_int(text: str) -> int:
@@ -309,11 +306,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("replicate", help="rerun one of the papers' findings (a replication under studies/)")
-    p.add_argument("name", choices=["intruders", "pissa", "rebasin", "ternary", "svd_adapters", "merging",
+    p.add_argument("name", choices=["intruders", "intruders_minilm", "pissa", "rebasin", "ternary", "svd_adapters", "merging",
                                     "intruder_aware"], help="which finding")
     p.add_argument("--small", action="store_true", help="the CI setting: fewer seeds and steps (seconds)")
     p.add_argument("--seeds", type=_positive_int, default=None, help="seeds (default 5; --small 2)")
-    p.add_argument("--minilm", action="store_true", help="intruders: add small-setting MiniLM rows")
     p.add_argument("--out", default=None, help="folder for table.md, table.csv, figure.png "
                                                "(default studies/results/NAME)")
     p.set_defaults(func=cmd_replicate)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NAMES = ("intruders", "pissa", "rebasin", "ternary", "svd_adapters", "merging", "intruder_aware")
+NAMES = ("intruders", "intruders_minilm", "pissa", "rebasin", "ternary", "svd_adapters", "merging", "intruder_aware")
 """The replications, one module each (``python -m studies.NAME`` or ``automl replicate NAME``)."""
 
 
@@ -118,7 +118,7 @@ def execute(run: Callable[..., tuple[Report, Callable[[Path], Any]]], out: Path,
 def replicate(name: str, small: bool = False, seeds: int | None = None, out: Path | None = None,
               **options: Any) -> Report:
     """Run replication ``name`` (one of :data:`NAMES`), print its table and save it under ``out``
-    (default ``studies/results/NAME``); ``options`` go to its ``run`` (e.g. ``minilm=True``)."""
+    (default ``studies/results/NAME``); ``options`` go to its ``run``."""
     if name not in NAMES:
         from automl.errors import SearchSpaceError
         raise SearchSpaceError(f"no replication {name!r}; choose one of {list(NAMES)}.")

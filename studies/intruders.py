@@ -7,14 +7,13 @@ hidden layers only (a rank must fit every targeted layer and the head is 10 wide
 stays frozen. Intruders: k = 10, ε = 0.5, hidden layers (fc1, fc2); the 10-wide head's top-10 is
 every vector and is not counted. A second block matches accuracy as the paper does: per arm, the
 learning rate from the grid {1e-4, 3e-4, 1e-3, 3e-3, 1e-2} whose mean accuracy is nearest 0.93
-(the target is fixed; arms that cannot reach it are reported at their nearest). ``--minilm`` adds a small-setting MiniLM row set (one seed, few
-steps; see benchmarks/minilm_intruders.py for the longer table).
+(the target is fixed; arms that cannot reach it are reported at their nearest). The same
+comparison on a real transformer (all-MiniLM-L6-v2) is ``studies.intruders_minilm``.
 
-    python -m studies.intruders [--small] [--seeds N] [--minilm]
+    python -m studies.intruders [--small] [--seeds N]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import automl
@@ -36,7 +35,7 @@ TARGET = 0.93
 COLUMNS = ["task", "method", "lr", "accuracy", "intruders", "intruders/fc1", "intruders/fc2", "forgetting"]
 
 
-def run(small: bool = False, seeds: int = 5, minilm: bool = False):
+def run(small: bool = False, seeds: int = 5):
     steps = 60 if small else 600
     report = Report("intruders", CLAIM, f"digits, {steps} steps × batch 64, AdamW, {seeds} seeds "
                     f"(mean ± sd); k=10, ε=0.5", COLUMNS)
@@ -61,10 +60,7 @@ def run(small: bool = False, seeds: int = 5, minilm: bool = False):
     report.notes.append(f"first block: accuracy not matched, it spans {min(accs):.3f}–{max(accs):.3f} across "
                         f"arms (read intruders/forgetting together with the accuracy column)")
     _matched(report, raw, steps, seeds, (3e-4, 3e-3) if small else GRID)
-    if minilm:
-        _minilm_rows(report, small)
-    else:
-        report.notes.append("no MiniLM row in this run (add --minilm: a small setting, one seed)")
+    report.notes.append("the real-transformer (MiniLM) comparison is python -m studies.intruders_minilm")
 
     def figure(path: Path):  # draws and returns the figure (saved by Report.save)
         import matplotlib.pyplot as plt
@@ -107,22 +103,5 @@ def _matched(report: Report, raw: dict[str, list[dict]], steps: int, seeds: int,
     report.check(f"matched: rsLoRA r=64 has fewer intruders than low-rank LoRA's mean ({rs:.2f} vs {low:.2f})", rs < low)
 
 
-def _minilm_rows(report: Report, small: bool) -> None:
-    steps = 4 if small else 30
-    arms = [("full FT", adapters.FullFineTune(), 1e-4), ("LoRA r=1", adapters.LoRA(rank=1, alpha=2.0), 1e-3),
-            ("LoRA r=8", adapters.LoRA(rank=8, alpha=16.0), 1e-3)]
-    for label, adapter, lr in arms:
-        r = automl.evaluate(automl.Recipe(adapter=adapter, lr=lr, steps=steps, batch_size=16, seed=0),
-                            task="minilm-sentiment").metrics
-        report.rows.append({"task": f"minilm-sentiment ({steps} steps×16, 1 seed)", "method": label, "lr": f"{lr:g}",
-                            "accuracy": f"{r['accuracy']:.3f}", "intruders": f"{r['intruders']:.0f}",
-                            "forgetting": f"{r['forgetting']:.3f}"})
-    report.notes.append(f"MiniLM rows: {steps} steps × batch 16, one seed, 36 encoder matrices summed — a "
-                        f"smoke-sized setting, not evidence")
-
-
 if __name__ == "__main__":
-    flag = "--minilm" in sys.argv
-    if flag:
-        sys.argv.remove("--minilm")
-    main("intruders", __doc__, lambda small, seeds: run(small, seeds, minilm=flag))
+    main("intruders", __doc__, run)

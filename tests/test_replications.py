@@ -8,12 +8,13 @@ import torch
 import automl
 from automl import adapters, merge
 from automl.tasks.digits import DigitsMultitask
-from studies import intruder_aware, intruders, merging, pissa, rebasin, svd_adapters, ternary
+from studies import intruder_aware, intruders, intruders_minilm, merging, pissa, rebasin, svd_adapters, ternary
 from studies._common import execute
 
 # module, expected first-column values (a subset), columns
 STUDIES = {
     "intruders": (intruders, ["full FT", "LoRA r=1", "LoRA r=2", "LoRA r=8", "rsLoRA r=64 (fc1,fc2)"], "method"),
+    "intruders_minilm": (intruders_minilm, ["full FT", "LoRA r=1", "LoRA r=8"], "method"),
     "pissa": (pissa, ["0.001", "0.01"], "lr"),
     "rebasin": (rebasin, [16, 64], "width"),
     "ternary": (ternary, [16, 64], "width"),
@@ -26,6 +27,8 @@ STUDIES = {
 @pytest.mark.parametrize("name", list(STUDIES))
 def test_replication_small_setting_saves_table_and_figure(name, tmp_path):
     module, expected, key = STUDIES[name]
+    if name == "intruders_minilm":
+        pytest.importorskip("transformers", reason="the MiniLM replication needs the text extra: pip install 'automl[text]'")
     report = execute(module.run, tmp_path, small=True, seeds=1)
     assert report.columns == module.COLUMNS
     assert {str(e) for e in expected} <= {str(r.get(key)) for r in report.rows}
