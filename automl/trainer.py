@@ -109,13 +109,13 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
         base = None if common is None else {k: v.to(device) for k, v in common.items()}
         states = [m.state_dict() for m in deployed]
         final = copy.deepcopy(pretrained).to(device)
-        merged = recipe.merge.merge(base, states)
-        for sub, state in zip(task.subtasks, states):   # a subtask's own modules (its head) are not merged
-            for module in task.owned_modules(sub):
-                merged.update({k: v for k, v in state.items() if k.startswith(module + ".")})
-        final.load_state_dict(merged)
+        # a subtask's own modules (its head) are taken whole from its model, not merged; the
+        # diagnostics' linear path runs between trunks that all carry those trained heads
+        owned = {k: v for sub, state in zip(task.subtasks, states) for module in task.owned_modules(sub)
+                 for k, v in state.items() if k.startswith(module + ".")}
+        final.load_state_dict({**recipe.merge.merge(base, states), **owned})
         final = recipe.quant.deploy(final, quantized)
-        diagnostics = merge_metrics(recipe.merge, final, states,
+        diagnostics = merge_metrics(recipe.merge, final, [{**state, **owned} for state in states],
                                     lambda m: sum(task.evaluate(m, s)["loss"] for s in task.subtasks) / len(task.subtasks))
     if recipe.mitigation is not None:
         recipe.mitigation.apply(pretrained, final, layers, cache=svd_cache or DEFAULT_CACHE)

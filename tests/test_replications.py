@@ -78,3 +78,28 @@ def test_task_arithmetic_beats_plain_average_on_multitask_fixed_seed():
                                              task="digits-multitask").metrics["accuracy"]
            for m in (merge.Linear(), merge.TaskArithmetic(scale=1.0))}
     assert acc["TaskArithmetic"] > acc["Linear"] + 0.05
+
+
+def test_merge_barrier_on_per_subtask_heads_interpolates_only_the_trunk(monkeypatch):
+    """Each endpoint of the barrier's linear path carries every subtask's trained head, so the
+    path moves the shared trunk only (a head is never interpolated towards its untrained copy)."""
+    from automl import trainer
+    seen = []
+    real = trainer.merge_metrics
+
+    def spy(method, model, states, loss_fn, **kw):
+        seen.append(states)
+        return real(method, model, states, loss_fn, **kw)
+
+    monkeypatch.setattr(trainer, "merge_metrics", spy)
+    task = DigitsMultitask(("mirror", "flip"), name="test-barrier-heads")
+    result = automl.evaluate(automl.Recipe(adapter=adapters.LoRA(rank=2), merge=merge.Linear(), steps=10, lr=3e-3),
+                             task=task)
+    a, b = seen[0]
+    for i, sub in enumerate(("mirror", "flip")):
+        for k in ("weight", "bias"):
+            trained = result.trained_states[i][f"heads.{sub}.{k}"]
+            assert torch.equal(a[f"heads.{sub}.{k}"], trained) and torch.equal(b[f"heads.{sub}.{k}"], trained)
+    trunk = [k for k in a if not k.startswith("heads.") and a[k].is_floating_point()]
+    assert any(not torch.equal(a[k], b[k]) for k in trunk)   # the trunks differ: there is a path
+    assert "merge/barrier" in result.metrics

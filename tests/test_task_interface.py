@@ -1,5 +1,7 @@
 """The batch-based task interface keeps the digits numbers: seeded recipes give the metrics pinned
-before the interface was introduced (tests/data/digits_pinned_metrics.json)."""
+before the interface was introduced (tests/data/digits_pinned_metrics.json). One deliberate change
+since: on digits-multitask the merge diagnostics' linear path runs between trunks that both carry
+every subtask's trained head, so its ``merge/barrier`` and head alignments were re-pinned."""
 import json
 from pathlib import Path
 
