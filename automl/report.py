@@ -85,12 +85,16 @@ class Report:
             return [(self.objective.names[0], None)]
         return [(name, lambda t, i=i: t.values[i]) for i, name in enumerate(self.objective.names)]
 
+    def _file(self, kind: str, objective: str) -> str:
+        """``history.png`` for a single objective, ``history_<objective>.png`` for several."""
+        return f"{kind}_{_slug(objective)}.png" if self.objective.multi else f"{kind}.png"
+
     def history(self, page: Page) -> None:
         import optuna.visualization.matplotlib as ovm
         for name, target in self._targets():
             ax = ovm.plot_optimization_history(self.study.optuna, target=target, target_name=name)
             ax.set_title(f"Optimization history: {name}")
-            page.save(ax.figure, f"history_{_slug(name)}.png", f"Optimization history of {name}")
+            page.save(ax.figure, self._file("history", name), f"Optimization history of {name}")
 
     def pareto(self, page: Page) -> None:
         if not self.objective.multi:
@@ -218,7 +222,7 @@ class Report:
                 page.note(f"Parameter importances for {html.escape(name)} not drawn: {html.escape(str(e))}")
                 continue
             ax.set_title(f"Parameter importances for {name} (fANOVA)", loc="left")
-            page.save(ax.figure, f"importances_{_slug(name)}.png", f"Parameter importances for {name} (fANOVA)")
+            page.save(ax.figure, self._file("importances", name), f"Parameter importances for {name} (fANOVA)")
 
     # -- the page -----------------------------------------------------------------------------
     def write(self, out: str | Path) -> Path:
