@@ -1,7 +1,7 @@
 """Trained adapter weights kept beside a study, in an Optuna artifact store.
 
 A trial's trained state (``Adapter.trained_state`` per subtask) is one safetensors file with
-keys ``<subtask>/<tensor>``, uploaded with ``optuna.artifacts`` (so any Optuna artifact store
+keys ``<subtask>/<tensor>``, kept in an Optuna artifact store (any store
 works: the local default ``studies/artifacts/<study>``, a shared folder, S3 or GCS for many
 machines). Only the best trials keep theirs: the ``keep`` best by score, or the Pareto front of a
 multi-objective study.
