@@ -1,19 +1,31 @@
 """Trained adapter weights kept beside a study, in an Optuna artifact store.
 
 A trial's trained state (``Adapter.trained_state`` per subtask) is one safetensors file with
-keys ``<subtask>/<tensor>``, uploaded with ``optuna.artifacts`` (so any Optuna artifact store
+keys ``<subtask>/<tensor>``, kept in an Optuna artifact store (any store
 works: the local default ``studies/artifacts/<study>``, a shared folder, S3 or GCS for many
-machines; optuna-dashboard lists them). Only the best trials keep theirs: the ``keep`` best by
-score, or the Pareto front of a multi-objective study.
+machines). Only the best trials keep theirs: the ``keep`` best by score, or the Pareto front of a
+multi-objective study.
+
+Linking. ``optuna.artifacts.upload_artifact`` links a file to its trial through a trial system
+attribute, which can't change once the trial is finished, so a pruned file would stay listed
+(optuna-dashboard answers HTTP 500 for it). The file is therefore written to the store directly;
+the trial records its id (``automl:artifact``) and the study links it for optuna-dashboard with a
+mutable study system attribute ``dashboard:artifacts:<trial_id>:<artifact_id>`` holding Optuna's
+``ArtifactMeta`` (the key optuna-dashboard lists as the trial's artifacts). Pruning first sets
+that attribute to JSON ``null``, as optuna-dashboard's own delete does (listings skip it), then
+removes the file.
 """
 from __future__ import annotations
 
+import json
 import tempfile
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore, download_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 from safetensors.torch import load_file, save_file
@@ -23,6 +35,27 @@ from automl.paths import studies_dir
 from automl.study import records
 
 ARTIFACT_ATTR = records.ARTIFACT
+DASHBOARD_LINK = "dashboard:artifacts:"   # optuna-dashboard's study-level key prefix for a trial's artifacts
+WEIGHTS_MIMETYPE = "application/octet-stream"
+
+
+def link_key(trial_id: int, artifact_id: str) -> str:
+    """The study system attribute that lists ``artifact_id`` among trial ``trial_id``'s artifacts
+    in optuna-dashboard."""
+    return f"{DASHBOARD_LINK}{trial_id}:{artifact_id}"
+
+
+def link(storage, study_id: int, trial_id: int, artifact_id: str, filename: str) -> None:
+    """List a stored file among the trial's artifacts (a mutable study attribute, unlike the
+    trial's own)."""
+    meta = ArtifactMeta(artifact_id=artifact_id, filename=filename, mimetype=WEIGHTS_MIMETYPE, encoding=None)
+    storage.set_study_system_attr(study_id, link_key(trial_id, artifact_id), json.dumps(asdict(meta)))
+
+
+def unlink(storage, study_id: int, trial_id: int, artifact_id: str) -> None:
+    """Drop the listing (JSON ``null``, which optuna-dashboard skips; a study attribute can't be
+    deleted through Optuna's storage API)."""
+    storage.set_study_system_attr(study_id, link_key(trial_id, artifact_id), json.dumps(None))
 
 
 class LocalArtifactStore(FileSystemArtifactStore):
@@ -41,14 +74,19 @@ def default_store(study_name: str) -> FileSystemArtifactStore:
 
 def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
                         states: list[dict[str, torch.Tensor]]) -> str:
-    """Upload one trial's trained states; record the artifact id on the trial."""
+    """Write one trial's trained states to the store; record the artifact id on the trial and link
+    it for optuna-dashboard (see the module docstring)."""
     tensors = {f"{sub}/{key}": value.contiguous() for sub, state in zip(subtasks, states)
                for key, value in state.items()}
+    artifact_id = str(uuid.uuid4())
+    filename = f"trial-{trial.number}.safetensors"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"trial-{trial.number}.safetensors"
+        path = Path(tmp) / filename
         save_file(tensors, str(path), metadata={"subtasks": ",".join(subtasks)})
-        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        with open(path, "rb") as f:
+            store.write(artifact_id, f)
     records.put(trial.study, trial, records.ARTIFACT, artifact_id)
+    link(trial.study._storage, trial.study._study_id, trial._trial_id, artifact_id, filename)
     return artifact_id
 
 
@@ -75,8 +113,9 @@ def load_trained_states(store, trial: optuna.trial.FrozenTrial, subtasks: list[s
 def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str]) -> None:
     """Remove stored weights of finished trials no longer among the best (``keep`` by score, or
     the Pareto front). A finished trial's attributes are frozen, so a removed artifact is simply
-    absent from the store (:func:`load_trained_states` then returns ``None``); ``removed``
-    holds the ids already removed (or found gone), so each is tried once."""
+    absent from the store (:func:`load_trained_states` then returns ``None``); its dashboard
+    listing is unlinked first (:func:`unlink`). ``removed`` holds the ids already removed (or
+    found gone), so each is tried once."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) > 1:
         best = {t.number for t in study.best_trials}
@@ -89,6 +128,7 @@ def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str]) ->
         except AutomlError:
             continue  # not an artifact id (tampered): never handed to the store's remove
         if artifact_id and artifact_id not in removed and t.number not in best and t.state.is_finished():
+            unlink(study._storage, study._study_id, t._trial_id, artifact_id)
             try:
                 store.remove(artifact_id)
             except ArtifactNotFound:

@@ -53,6 +53,21 @@ class Objective(pg.Object):
             return ["maximize"]
         return ["maximize"] * len(self.maximize) + ["minimize"] * len(self.minimize)
 
+    def formula(self) -> str:
+        """What is optimized, in words: ``score = 1·accuracy − 0.5·forgetting − ...`` (terms of
+        weight 0 left out), or ``maximize accuracy; minimize intruders, bits (Pareto front)``."""
+        if self.multi:
+            parts = [f"{verb} {', '.join(names)}" for verb, names in
+                     (("maximize", self.maximize), ("minimize", self.minimize)) if names]
+            return "; ".join(parts) + " (Pareto front)"
+        terms = [(w, name) for w, name in ((self.accuracy, "accuracy"), (-self.forgetting, "forgetting"),
+                                            (-self.intruders, "intruders"), (-self.bits, "bits")) if w != 0]
+        if not terms:
+            return "score = 0"
+        text = "".join(f"{' − ' if w < 0 else ' + '}{abs(w):g}·{name}" for w, name in terms)
+        text = text[3:] if text.startswith(" + ") else "−" + text[3:]
+        return f"score = {text}"
+
     def score(self, metrics: dict[str, float]) -> float:
         """The weighted sum."""
         return (self.accuracy * metrics["accuracy"] - self.forgetting * metrics["forgetting"]

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import re
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,9 @@ class Study:
                 records.study_put(study, records.SPACE_HASH, spec_hash)
                 records.study_put(study, records.OBJECTIVE, objective.to_json_str())
                 records.study_put(study, records.TASK, task_obj.name)
+                with warnings.catch_warnings():  # experimental in Optuna; names "Objective 0" in dashboards
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(objective.names)
                 if task_obj.name not in BUILTIN:
                     records.study_put(study, records.TASK_REF,
                                       f"{type(task_obj).__module__}:{type(task_obj).__qualname__}")
