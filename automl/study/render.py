@@ -114,10 +114,21 @@ class Board:
 
     @staticmethod
     def _text(cells: pd.DataFrame) -> str:
-        left = [c for c in cells.columns if not _numeric(cells[c])]
-        text = cells.to_string(justify="left", formatters={c: (lambda w: lambda v: f"{v:<{w}}")(
-            max([len(c), *cells[c].str.len()])) for c in left})
-        return "\n".join(line.rstrip() for line in text.splitlines())
+        return text_table(cells.reset_index())
+
+
+def text_table(cells: pd.DataFrame) -> str:
+    """A DataFrame of strings as aligned text: numbers right-aligned, text left-aligned, two
+    spaces between columns, no trailing spaces."""
+    columns = [str(c) for c in cells.columns]
+    rows = [[str(v) for v in row] for row in cells.itertuples(index=False)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    right = [_numeric(cells.iloc[:, i].astype(str)) for i in range(len(columns))]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    return "\n".join([line(columns), *(line(r) for r in rows)])
 
 
 def _numeric(column: pd.Series) -> bool:
@@ -150,9 +161,9 @@ def render(table: pd.DataFrame, objective: Objective, fmt: str = "table", width:
     if table.empty:
         return "[]" if fmt == "json" else "" if fmt == "csv" else "(no trials)"
     if fmt == "csv":
-        return with_integers(table).to_csv().rstrip("\n")
+        return with_integers(table).rename_axis("place").to_csv().rstrip("\n")
     if fmt == "json":
-        records = json.loads(with_integers(table).reset_index().to_json(orient="records"))
+        records = json.loads(with_integers(table).rename_axis("place").reset_index().to_json(orient="records"))
         return json.dumps(records, indent=1, ensure_ascii=False)
     board = Board(table, objective, list(extra))
     return board.markdown() if fmt == "markdown" else board.table(width)
