@@ -85,10 +85,10 @@ def recipe_line(trial: FrozenTrial) -> str:
         label = labels.get(key)
         if label is None or (key == "mitigation" and label == "none"):
             continue
-        values = [f"{_ABBREVIATION.get(_short(p), _short(p))}={number(v)}" for p, v in sorted(trial.params.items())
+        values = [f"{_ABBREVIATION.get(_short(p), _short(p))}={number(v)}" for p, v in trial.params.items()
                   if _under(p, key) and _short(p) not in _IN_LABEL.get(key, ()) and v is not None]
         parts.append(" ".join([str(label), *values]))
-    for p, v in sorted(trial.params.items()):
+    for p, v in trial.params.items():
         if p not in LABEL_KEYS and not any(_under(p, k) for k in LABEL_KEYS):
             parts.append(f"{_short(p)} {number(v)}")
     return SEP.join(parts)
