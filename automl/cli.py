@@ -320,7 +320,7 @@ def _algorithms() -> str:
 _WHERE = """\
 --where EXPR keeps the rows where EXPR holds: comparisons (== != < <= > >= in) of columns
 and literals, joined by and / or / not. A bare word compared with a column is text
-(adapter==LoRA); quote a column with '/' in backticks (`accuracy/mirror`). Columns: trial,
+(adapter==LoRA); quote a column with '/' in backticks (`accuracy/<subtask>`). Columns: trial,
 state (--all), score or each objective, pareto, the metrics, adapter, quant, merge, the searched
 values (rank, alpha, lr, ...), recipe, seconds. Nothing in EXPR is ever run as code."""
 

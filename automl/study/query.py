@@ -101,7 +101,7 @@ class Where:
             if isinstance(op, _EQUALITY) and self._is_column(other, frame) and node.id not in self._quoted:
                 return name  # adapter==LoRA
             raise WhereError(f"--where {self.text!r}: unknown column {name!r}; columns: {list(frame.columns)} "
-                             f"(quote a name with '/' in backticks, e.g. `accuracy/mirror`).")
+                             f"(quote a name with '/' in backticks: `accuracy/<subtask>`).")
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \

@@ -103,7 +103,8 @@ class Board:
                     break
                 cells = cells.drop(columns=[droppable[0]])
             text = self._text(cells)
-        return "\n".join(line for line in (self.header(), text) if line)
+        header = _clip(self.header(), width) if width else self.header()
+        return "\n".join(line for line in (header, text) if line)
 
     def markdown(self) -> str:
         cells = self.cells.reset_index()
