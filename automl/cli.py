@@ -106,7 +106,7 @@ def _load(args: argparse.Namespace, with_task: bool = False):
         heartbeat = Heartbeat(interval=args.heartbeat or 20, grace=args.grace or 60)
     task = load_task(args.task) if with_task else None
     study = Study.load(args.study, storage=args.storage, task=task, trusted=_trusted(args), heartbeat=heartbeat)
-    print(f"automl: study {study.name!r} in {_where(study.storage_url)}", file=sys.stderr)
+    args.location = f"automl: study {study.name!r} in {_where(study.storage_url)}"  # said once it succeeded
     return study
 
 
@@ -128,7 +128,7 @@ def _print_board(study, table: pd.DataFrame, args: argparse.Namespace, extra: li
     from automl.study.render import render
     fmt = getattr(args, "format", "table")
     if fmt in ("table", "markdown") and not table.empty:
-        print(f"{study.objective}", file=sys.stderr)
+        print(f"{study.objective}" + ("\n" if fmt == "markdown" else ""))
     print(render(table, study.objective, fmt, width=_width(args), extra=list(extra)))
 
 
@@ -492,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_cpu_threads(args.threads)
         code = args.func(args)
         sys.stdout.flush()
+        if getattr(args, "location", None):
+            print(args.location, file=sys.stderr)  # where the study lives: the working directory matters
     except AutomlError as e:
         print(f"automl: error: {_one_line(e)}", file=sys.stderr)
         return 2

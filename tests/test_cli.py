@@ -25,7 +25,8 @@ def test_search_leaderboard_show_studies(studies, space_file, capsys):
     assert "study 'cli': 3 trials" in out and "score" in out and "recipe" in out
     assert main(["leaderboard", "cli", "--top", "2"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
-    assert lines[0].startswith("every row:") and len(lines) == 4  # folded constants, columns, 2 rows
+    assert lines[0].startswith("score = accuracy") and lines[1].startswith("every row:")
+    assert len(lines) == 5                                 # objective, folded constants, columns, 2 rows
     assert main(["show", "cli", "0"]) == 0
     shown = capsys.readouterr().out
     assert "Recipe(" in shown and "\n  accuracy " in shown and "COMPLETE" in shown
