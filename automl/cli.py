@@ -280,7 +280,8 @@ def _threads(p: argparse.ArgumentParser) -> None:
 def _running(p: argparse.ArgumentParser) -> None:
     from automl.sampling.samplers import ALGORITHMS
     p.add_argument("--trials", type=_positive_int, default=20, help="new recipes to try (default 20)")
-    p.add_argument("--algorithm", default="tpe", choices=sorted(ALGORITHMS), help="search algorithm (default tpe)")
+    p.add_argument("--algorithm", default="tpe", choices=sorted(ALGORITHMS), metavar="NAME",
+                   help="search algorithm (default tpe; the list below)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--pruner", default=None, choices=["median", "sha", "hyperband", "none"],
                    help="prune unpromising trials (single-objective studies only)")
@@ -295,7 +296,7 @@ def _running(p: argparse.ArgumentParser) -> None:
 
 
 ALGORITHM_HELP = {
-    "tpe": "Optuna's TPE (multivariate, grouped): the default; good for mixed, conditional spaces",
+    "tpe": "Optuna's TPE (multivariate, grouped): the default, for mixed and conditional spaces",
     "random": "Optuna's random sampler: a baseline, and a warm-up before another algorithm",
     "nsga2": "Optuna's NSGA-II: multi-objective evolution (Pareto fronts)",
     "gp": "Optuna's Gaussian-process Bayesian optimization: few, costly trials; one objective",

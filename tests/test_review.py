@@ -292,3 +292,16 @@ def test_python_api_bad_input_raises_typed_errors(here):
         study.trial(77)
     with pytest.raises(StudyError, match="an integer"):
         study.trial("3")
+
+
+def test_cli_verbose_shows_optunas_lines(studies, tmp_path, caplog, capsys):
+    from automl.study.quiet import quiet_optuna
+    space = tmp_path / "tiny.py"
+    space.write_text("import pyglove as pg, automl\nfrom automl import adapters\n"
+                     "SPACE = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)\n")
+    try:
+        assert main(["search", str(space), "--trials", "1", "--study", "v", "--quiet", "--verbose"]) == 0
+        assert any(r.name.startswith("optuna") and "finished" in r.getMessage() for r in caplog.records)
+    finally:
+        quiet_optuna(True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
