@@ -61,6 +61,7 @@ def test_leaderboard_sort_orders_by_the_metric_direction(here):
     assert list(by_intruders["intruders"]) == sorted(by_intruders["intruders"])         # minimized: ascending
     by_accuracy = study.leaderboard(sort="accuracy")
     assert list(by_accuracy["accuracy"]) == sorted(by_accuracy["accuracy"], reverse=True)
+    assert list(study.leaderboard(sort="trial")["trial"]) == [0, 1, 2, 3, 4]
 
 
 def test_leaderboard_where_filters_rows_and_keeps_their_rank(here):
@@ -259,7 +260,7 @@ def test_python_api_quiets_optuna_info_and_restores_the_level(studies, caplog):
     (["show", "one", "99"], "has no trial 99; it has trials 0..5"),
     (["compare", "one", "0", "42"], "has no trial 42"),
     (["reproduce", "one", "-1"], "has no trial -1"),
-    (["leaderboard", "one", "--sort", "speed"], "cannot sort by 'speed'; sort by one of ['score', 'accuracy'"),
+    (["leaderboard", "one", "--sort", "speed"], "cannot sort by 'speed'; sort by one of ['trial', 'score', 'accuracy'"),
     (["leaderboard", "one", "--where", "accuracy >"], "is not an expression"),
     (["leaderboard", "one", "--where", "acuracy > 0.5"], "unknown column 'acuracy'"),
     (["leaderboard", "one", "--where", "__import__('os').system('true')"], "Call is not allowed"),

@@ -155,10 +155,10 @@ def sort_keys(table: pd.DataFrame, objective: Objective, sort: str | None) -> tu
     """Columns and orders of the default order (score; or Pareto members first, then the first
     objective) or of ``sort``, each ended by ``trial``. An unknown ``sort`` lists the choices."""
     if sort is not None:
-        choices = [c for c in table.columns if c not in ("recipe", "state") and c != "trial"]
-        if sort not in table.columns or sort in ("recipe", "state"):
+        choices = [c for c in table.columns if c not in ("recipe", "state")]
+        if sort not in choices:
             raise SearchSpaceError(f"cannot sort by {sort!r}; sort by one of {choices}.")
-        return [sort, "trial"], [ascending(sort, objective), True]
+        return ([sort], [True]) if sort == "trial" else ([sort, "trial"], [ascending(sort, objective), True])
     if objective.multi:
         first = objective.names[0]
         column = f"objective:{first}" if f"objective:{first}" in table else first
