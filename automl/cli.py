@@ -1,7 +1,7 @@
-"""The ``automl`` command: run searches, join them as a worker, review and reproduce trials.
+"""The automl command: run searches, join them as a worker, review and reproduce trials.
 
-Every command takes ``--storage URL`` (default: the study's SQLite file under ``studies/``).
-Errors print one line (``automl: error: ...``) and exit with code 2.
+Every command takes --storage URL (default: the study's SQLite file under studies/, or under
+$AUTOML_STUDIES). Errors print one line (automl: error: ...) and exit with code 2.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -103,7 +105,31 @@ def _load(args: argparse.Namespace, with_task: bool = False):
     if getattr(args, "heartbeat", None) is not None or getattr(args, "grace", None) is not None:
         heartbeat = Heartbeat(interval=args.heartbeat or 20, grace=args.grace or 60)
     task = load_task(args.task) if with_task else None
-    return Study.load(args.study, storage=args.storage, task=task, trusted=_trusted(args), heartbeat=heartbeat)
+    study = Study.load(args.study, storage=args.storage, task=task, trusted=_trusted(args), heartbeat=heartbeat)
+    args.location = f"automl: study {study.name!r} in {_where(study.storage_url)}"  # said once it succeeded
+    return study
+
+
+def _where(url: str) -> str:
+    """A study's storage, a SQLite file as its absolute path (the working directory matters)."""
+    from automl.study.storage import sqlite_path
+    path = sqlite_path(url)
+    return str(path.resolve()) if path is not None else url
+
+
+def _width(args: argparse.Namespace) -> int | None:
+    """Columns to fit: the terminal's, 100 when not a terminal; none with --wide."""
+    if getattr(args, "wide", False):
+        return None
+    return shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+
+
+def _print_board(study, table: pd.DataFrame, args: argparse.Namespace, extra: list[str] = ()) -> None:
+    from automl.study.render import render
+    fmt = getattr(args, "format", "table")
+    if fmt in ("table", "markdown") and not table.empty:
+        print(f"{study.objective}" + ("\n" if fmt == "markdown" else ""))
+    print(render(table, study.objective, fmt, width=_width(args), extra=list(extra)))
 
 
 def _print_frame(frame: pd.DataFrame) -> None:
@@ -132,7 +158,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                           pruner=args.pruner, timeout=args.timeout, progress=not args.quiet,
                           device=args.device, trusted=trusted, heartbeat=heartbeat)
     print(f"study {study.name!r}: {len(study.trials())} trials in {study.storage_url}")
-    _print_frame(study.leaderboard(top=args.top))
+    _print_board(study, study.leaderboard(top=args.top), args)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -143,31 +169,38 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    _print_frame(_load(args).leaderboard(top=args.top))
+    study = _load(args)
+    table = study.leaderboard(top=args.top, sort=args.sort, where=args.where, all=args.all)
+    _print_board(study, table, args, extra=[args.sort] if args.sort else [])
+
+
+def cmd_pareto(args: argparse.Namespace) -> None:
+    study = _load(args)
+    table = study.pareto_front()
+    _print_board(study, table.head(args.top) if args.top else table, args)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    study = _load(args)
-    metrics = study.metrics(args.trial)
-    trial = study._trial(args.trial)
-    from automl.study import records
-    if records.get(trial, records.RECIPE) is None:
-        print(f"(no recipe stored: trial {args.trial} is {trial.state.name})")
-    else:
-        print(study.recipe(args.trial))  # an untrusted or damaged recipe is an error, not a note
-    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    print(_load(args).trial(args.trial))
 
 
-def cmd_reproduce(args: argparse.Namespace) -> None:
-    study = _load(args, with_task=True)
-    stored = study.metrics(args.trial)
-    result = study.reproduce(args.trial, device=args.device)
-    rows = [{"metric": k, "stored": stored.get(k), "reproduced": v} for k, v in result.metrics.items()]
-    _print_frame(pd.DataFrame(rows).set_index("metric"))
+def cmd_compare(args: argparse.Namespace) -> None:
+    print(_load(args).compare(args.a, args.b))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    reproduction = _load(args, with_task=True).reproduce(args.trial, device=args.device, rtol=args.rtol,
+                                                         atol=args.atol)
+    print(reproduction)
+    return 0 if reproduction.same else 1
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    for path in _load(args, with_task=True).export(args.trial, args.path, device=args.device):
+    exported = _load(args, with_task=True).export(args.trial, args.path, device=args.device)
+    if exported.retrained:
+        print(f"trial {args.trial}'s trained weights were not kept (only the best trials keep theirs): "
+              f"re-trained its recipe in {exported.seconds:.1f} s (seeded: the same weights)")
+    for path in exported:
         print(f"wrote {path}")
 
 
@@ -214,7 +247,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, task: bool = False) -> None:
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///studies/<STUDY>.db)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL (default: sqlite:///studies/<STUDY>.db; $AUTOML_STUDIES moves studies/)")
+    p.add_argument("--verbose", action="store_true", help="show Optuna's own INFO lines (one per trial)")
     p.add_argument("--trust", action="append", metavar="MODULE",
                    help="a module (or .py file) of your own classes (adapter, task) the study may "
                         "rebuild; repeatable. Nothing else is ever loaded from a study")
@@ -242,7 +277,8 @@ def _threads(p: argparse.ArgumentParser) -> None:
 def _running(p: argparse.ArgumentParser) -> None:
     from automl.sampling.samplers import ALGORITHMS
     p.add_argument("--trials", type=_positive_int, default=20, help="new recipes to try (default 20)")
-    p.add_argument("--algorithm", default="tpe", choices=sorted(ALGORITHMS), help="search algorithm (default tpe)")
+    p.add_argument("--algorithm", default="tpe", choices=sorted(ALGORITHMS), metavar="NAME",
+                   help="search algorithm (default tpe; the list below)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--pruner", default=None, choices=["median", "sha", "hyperband", "none"],
                    help="prune unpromising trials (single-objective studies only)")
@@ -256,11 +292,65 @@ def _running(p: argparse.ArgumentParser) -> None:
                    help="a trial silent this long is failed and re-run by another worker (default 60)")
 
 
+ALGORITHM_HELP = {
+    "tpe": "Optuna's TPE (multivariate, grouped): the default, for mixed and conditional spaces",
+    "random": "Optuna's random sampler: a baseline, and a warm-up before another algorithm",
+    "nsga2": "Optuna's NSGA-II: multi-objective evolution (Pareto fronts)",
+    "gp": "Optuna's Gaussian-process Bayesian optimization: few, costly trials; one objective",
+    "cmaes": "Optuna's CMA-ES: continuous values (lr, scales); one objective",
+    "qmc": "Optuna's quasi-Monte Carlo (Sobol): even coverage of the space",
+    "evolution": "PyGlove's regularized evolution (tournament, aging): one objective",
+    "pyglove-random": "PyGlove's random search over the DNA space",
+    "pyglove-nsga2": "PyGlove's NSGA-II: multi-objective evolution",
+}
+
+
+def _epilog(examples: str, extra: str = "") -> str:
+    return (extra.strip() + "\n\n" if extra else "") + "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  ")
+
+
+def _algorithms() -> str:
+    from automl.sampling.samplers import ALGORITHMS
+    width = max(len(a) for a in ALGORITHMS)
+    return "algorithms:\n" + "\n".join(f"  {a:<{width}}  {ALGORITHM_HELP.get(a, '')}".rstrip() for a in ALGORITHMS)
+
+
+_WHERE = """\
+--where EXPR keeps the rows where EXPR holds: comparisons (== != < <= > >= in) of columns
+and literals, joined by and / or / not. A bare word compared with a column is text
+(adapter==LoRA); quote a column with '/' in backticks (`accuracy/<subtask>`). Columns: trial,
+state (--all), score or each objective, pareto, the metrics, adapter, quant, merge, the searched
+values (rank, alpha, lr, ...), recipe, seconds. Nothing in EXPR is ever run as code."""
+
+_STUDY_HELP = "study name (its SQLite file is studies/<STUDY>.db unless --storage says otherwise)"
+
+
+def _sub(sub, name: str, help: str, examples: str, extra: str = "") -> argparse.ArgumentParser:  # noqa: A002
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          epilog=_epilog(examples, extra), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="automl", description=__doc__.splitlines()[0])
+    top = _Parser(prog="automl", description=__doc__.split("\n\n")[0].replace("\n", " "),
+                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                  epilog=_epilog("""
+                      automl search digits --trials 12 --study demo
+                      automl leaderboard demo --top 5
+                      automl show demo 3
+                      automl compare demo 3 7
+                      automl reproduce demo 3
+                      automl COMMAND --help""",
+                                 "Studies live in ./studies (or $AUTOML_STUDIES): studies/<name>.db and "
+                                 "studies/artifacts/<name>/;\ncaches (pretrained models, tokens, SVDs) "
+                                 "in $AUTOML_HOME, else ~/.cache/automl."))
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("search", help="run (or resume) a search over a space module")
+    p = _sub(sub, "search", "run (or resume) a search over a space module", """
+        automl search digits --trials 12 --study demo
+        automl search pareto --algorithm nsga2 --trials 30      # multi-objective (Pareto)
+        automl search my_space.py --task mytask:TASK --algorithm evolution
+        automl search digits --study demo --algorithm random --trials 5   # resume the same study""",
+             _algorithms())
     p.add_argument("space", help="search space: name under search_spaces/ (e.g. digits), module path, or .py file")
     p.add_argument("--task", default=None,
                    help="built-in task name or MODULE:ATTR (default: the module's TASK, else digits)")
@@ -269,43 +359,92 @@ def parser() -> argparse.ArgumentParser:
     _common(p), _running(p)
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("worker", help="join an existing study and run more trials")
-    p.add_argument("study")
+    p = _sub(sub, "worker", "join an existing study and run more trials", """
+        automl worker demo --storage postgresql://user@host/db --trials 10
+        automl worker demo --storage journal:studies/demo.log --algorithm random""", _algorithms())
+    p.add_argument("study", help=_STUDY_HELP)
     _common(p, task=True), _running(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("leaderboard", help="print a study's leaderboard, best first")
-    p.add_argument("study")
-    p.add_argument("--top", type=_positive_int, default=None, help="rows to print")
+    p = _sub(sub, "leaderboard", "print a study's trials, best first", """
+        automl leaderboard demo
+        automl leaderboard demo --top 5 --sort intruders
+        automl leaderboard demo --where 'adapter==LoRA and accuracy>0.9' --format markdown
+        automl leaderboard demo --all --format csv > demo.csv""",
+             "The table fits the terminal (100 columns when piped; --wide: no limit); values equal in\n"
+             "every row are folded into one header line. csv and json hold every column.\n\n" + _WHERE)
+    p.add_argument("study", help=_STUDY_HELP)
+    _board_options(p)
+    p.add_argument("--sort", default=None, metavar="METRIC",
+                   help="order by this column, best first by the metric's direction (default: the score; "
+                        "multi-objective: Pareto members, then the first objective)")
+    p.add_argument("--where", default=None, metavar="EXPR", help="keep rows where EXPR holds (see below)")
+    p.add_argument("--all", action="store_true", help="include failed, pruned and running trials, with their state")
     _common(p)
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("show", help="print one trial's recipe and metrics")
-    p.add_argument("study"), p.add_argument("trial", type=int)
+    p = _sub(sub, "pareto", "print the Pareto front of a multi-objective study", """
+        automl search pareto --algorithm nsga2 --trials 30
+        automl pareto pareto
+        automl pareto pareto --format json""")
+    p.add_argument("study", help=_STUDY_HELP)
+    _board_options(p)
+    _common(p)
+    p.set_defaults(func=cmd_pareto)
+
+    p = _sub(sub, "show", "print one trial: state, score, recipe, metrics, per-layer table", """
+        automl show demo 3
+        automl show demo 3 --storage postgresql://user@host/db""")
+    p.add_argument("study", help=_STUDY_HELP)
+    p.add_argument("trial", type=int, help="trial number (the leaderboard's trial column)")
     _common(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("reproduce", help="re-run one trial from its stored recipe")
-    p.add_argument("study"), p.add_argument("trial", type=int)
-    p.add_argument("--device", default=None)
+    p = _sub(sub, "compare", "print two trials' metrics side by side and the diff of their recipes", """
+        automl compare demo 3 7""")
+    p.add_argument("study", help=_STUDY_HELP)
+    p.add_argument("a", type=int, help="first trial number (left)")
+    p.add_argument("b", type=int, help="second trial number (right)")
+    _common(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = _sub(sub, "reproduce", "re-run one trial from its stored recipe and judge each metric", """
+        automl reproduce demo 3
+        automl reproduce demo 3 --rtol 1e-3 --device cuda""",
+             "Exit code 0 when every metric is the same within the tolerance (timings are not\n"
+             "judged), 1 when one differs, 2 on bad input.")
+    p.add_argument("study", help=_STUDY_HELP)
+    p.add_argument("trial", type=int, help="trial number to re-run")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of 'same' (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance of 'same' (default 1e-6)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     _threads(p)
     _common(p, task=True)
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("export", help="write a trial's trained adapter (peft format for LoRA-family adapters)")
-    p.add_argument("study"), p.add_argument("trial", type=int), p.add_argument("path")
-    p.add_argument("--device", default=None)
+    p = _sub(sub, "export", "write a trial's trained adapter (peft format for LoRA-family adapters)", """
+        automl export demo 3 out/demo-3""",
+             "The best trials keep their trained weights (automl show says so); any other trial is\n"
+             "re-trained from its recipe first (seeded: the same weights), and the command says so.")
+    p.add_argument("study", help=_STUDY_HELP)
+    p.add_argument("trial", type=int, help="trial number to export")
+    p.add_argument("path", help="output folder (one sub-folder per subtask when the task has several)")
+    p.add_argument("--device", default=None, help="torch device used if the trial must be re-trained")
     _threads(p)
     _common(p, task=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="write an HTML report (leaderboard and plots) of a study")
-    p.add_argument("study")
+    p = _sub(sub, "report", "write an HTML report (leaderboard and plots) of a study", """
+        automl report demo --out reports/demo""")
+    p.add_argument("study", help=_STUDY_HELP)
     p.add_argument("--out", required=True, help="folder for index.html and figures")
     _common(p, task=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("replicate", help="rerun one of the papers' findings (a replication under studies/)")
+    p = _sub(sub, "replicate", "rerun one of the papers' findings (a replication under studies/)", """
+        automl replicate intruders --small
+        automl replicate pissa --seeds 3 --out /tmp/pissa""",
+             "Results go to studies/results/NAME/ (table.md, table.csv, figure.png); see studies/README.md.")
     p.add_argument("name", choices=["intruders", "intruders_minilm", "pissa", "rebasin", "ternary", "svd_adapters", "merging",
                                     "intruder_aware"], help="which finding")
     p.add_argument("--small", action="store_true", help="the CI setting: fewer seeds and steps (seconds)")
@@ -314,10 +453,19 @@ def parser() -> argparse.ArgumentParser:
                                                "(default studies/results/NAME)")
     p.set_defaults(func=cmd_replicate)
 
-    p = sub.add_parser("studies", help="list studies")
+    p = _sub(sub, "studies", "list studies", """
+        automl studies
+        automl studies --storage postgresql://user@host/db""")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: every SQLite file under studies/)")
     p.set_defaults(func=cmd_studies)
     return top
+
+
+def _board_options(p: argparse.ArgumentParser) -> None:
+    from automl.study.render import FORMATS
+    p.add_argument("--top", type=_positive_int, default=None, metavar="K", help="rows to print")
+    p.add_argument("--format", default="table", choices=FORMATS, help="output format (default table)")
+    p.add_argument("--wide", action="store_true", help="do not fit the table to the terminal's width")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,14 +475,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     import optuna
     import sqlalchemy
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one-line warning
-    logging.basicConfig(format="automl: %(message)s", level=logging.WARNING)
+    from automl.study.quiet import quiet_optuna
+    if getattr(args, "verbose", False):
+        quiet_optuna(False)
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+    else:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one-line warning
+    logging.basicConfig(format="automl: %(message)s", level=logging.INFO if getattr(args, "verbose", False)
+                        else logging.WARNING)
     try:
         if getattr(args, "threads", None) is not None:
             from automl.devices import set_cpu_threads
             set_cpu_threads(args.threads)
-        args.func(args)
+        code = args.func(args)
         sys.stdout.flush()
+        if getattr(args, "location", None):
+            print(args.location, file=sys.stderr)  # where the study lives: the working directory matters
     except AutomlError as e:
         print(f"automl: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -358,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("automl: interrupted; completed trials are stored, the running one is marked failed.",
               file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -53,20 +53,45 @@ class Objective(pg.Object):
             return ["maximize"]
         return ["maximize"] * len(self.maximize) + ["minimize"] * len(self.minimize)
 
-    def formula(self) -> str:
-        """What is optimized, in words: ``score = 1·accuracy − 0.5·forgetting − ...`` (terms of
-        weight 0 left out), or ``maximize accuracy; minimize intruders, bits (Pareto front)``."""
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weighted sum's metrics and their weights, zero weights left out (empty for a
+        multi-objective study)."""
         if self.multi:
-            parts = [f"{verb} {', '.join(names)}" for verb, names in
-                     (("maximize", self.maximize), ("minimize", self.minimize)) if names]
-            return "; ".join(parts) + " (Pareto front)"
-        terms = [(w, name) for w, name in ((self.accuracy, "accuracy"), (-self.forgetting, "forgetting"),
-                                            (-self.intruders, "intruders"), (-self.bits, "bits")) if w != 0]
+            return {}
+        weights = {"accuracy": self.accuracy, "forgetting": self.forgetting, "intruders": self.intruders,
+                   "bits": self.bits}
+        return {name: w for name, w in weights.items() if w != 0}
+
+    @property
+    def formula(self) -> str:
+        """What is optimized, in words: ``score = accuracy − 0.5·forgetting − 0.01·intruders −
+        0.001·bits`` or ``Pareto front: maximize accuracy; minimize intruders, bits``."""
+        if self.multi:
+            sides = [f"{verb} {', '.join(names)}" for verb, names in (("maximize", self.maximize),
+                                                                     ("minimize", self.minimize)) if names]
+            return "Pareto front: " + "; ".join(sides)
+        terms = []
+        for name, weight in self.weights.items():
+            sign = "+" if (weight > 0) == (name == "accuracy") else "−"
+            term = name if abs(weight) == 1 else f"{abs(weight):g}·{name}"
+            terms.append((sign, term))
         if not terms:
             return "score = 0"
-        text = "".join(f"{' − ' if w < 0 else ' + '}{abs(w):g}·{name}" for w, name in terms)
-        text = text[3:] if text.startswith(" + ") else "−" + text[3:]
-        return f"score = {text}"
+        text = ("" if terms[0][0] == "+" else "−") + terms[0][1]
+        return "score = " + text + "".join(f" {sign} {term}" for sign, term in terms[1:])
+
+    def __repr__(self) -> str:
+        """Evaluable, and only what the objective uses: the four weights of a weighted sum, or
+        the lists of a multi-objective one (``str()`` is :attr:`formula`)."""
+        if self.multi:
+            args = [f"{k}={list(v)!r}" for k, v in (("maximize", self.maximize), ("minimize", self.minimize)) if v]
+        else:
+            args = [f"{name}={getattr(self, name):g}" for name in ("accuracy", "forgetting", "intruders", "bits")]
+        return f"Objective({', '.join(args)})"
+
+    def __str__(self) -> str:
+        return self.formula
 
     def score(self, metrics: dict[str, float]) -> float:
         """The weighted sum."""

@@ -261,7 +261,7 @@ figcaption{{font-size:13px;color:#444}}
 <h1>Study {html.escape(study.name)}</h1>
 <p class="meta">Task <b>{html.escape(study.task_name)}</b>; {len(study.trials())} trials
 ({len(self.board)} completed and distinct); storage <code>{html.escape(study.storage_url)}</code>.</p>
-<p>Objective: <span class="formula">{html.escape(self.objective.formula())}</span></p>
+<p>Objective: <span class="formula">{html.escape(self.objective.formula)}</span></p>
 <h2>Leaderboard</h2>
 <div class="scroll">{table}</div>
 <h2>Figures</h2>

@@ -19,7 +19,7 @@ through their thin SVDs ``W = U diag(σ) Vᵀ`` (float32, singular values in des
   (LRC, compressible) or not (N-LRC).
 
 Pretrained SVDs never change during a study: :class:`SVDCache` keeps them by content hash, in
-memory in front of safetensors files under ``studies/.cache/svd`` (shared by trials and
+memory in front of safetensors files under ``~/.cache/automl/svd`` (``$AUTOML_HOME``) (shared by trials and
 processes). SVDs run in float32 on the device the weight lives on; matrices of equal shape are
 decomposed in one batched call.
 """
@@ -120,7 +120,7 @@ class SVDCache:
     """Thin SVDs (float32) of pretrained weights, keyed by :func:`weight_key`; they never change.
 
     An in-memory dict sits in front of one safetensors file per weight under ``directory``
-    (default ``studies/.cache/svd``, resolved at each use so ``$AUTOML_STUDIES`` is honoured), so
+    (default ``~/.cache/automl/svd``, resolved at each use so ``$AUTOML_HOME`` is honoured), so
     the decomposition is shared across trials and processes. Files are written atomically
     (temporary file + ``os.replace``); an unreadable file is recomputed and rewritten.
     ``persist=False`` keeps the cache in memory only. Factors are returned on the CPU.

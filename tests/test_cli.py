@@ -22,12 +22,14 @@ def space_file(tmp_path):
 def test_search_leaderboard_show_studies(studies, space_file, capsys):
     assert main(["search", space_file, "--trials", "3", "--study", "cli", "--algorithm", "random", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "study 'cli': 3 trials" in out and "score" in out and "adapter" in out
+    assert "study 'cli': 3 trials" in out and "score" in out and "recipe" in out
     assert main(["leaderboard", "cli", "--top", "2"]) == 0
-    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]) == 4  # header, index, 2 rows
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert lines[0].startswith("score = accuracy") and lines[1].startswith("every row:")
+    assert len(lines) == 5                                 # objective, folded constants, columns, 2 rows
     assert main(["show", "cli", "0"]) == 0
     shown = capsys.readouterr().out
-    assert "Recipe(" in shown and '"accuracy"' in shown
+    assert "Recipe(" in shown and "\n  accuracy " in shown and "COMPLETE" in shown
     assert main(["studies"]) == 0
     assert "cli" in capsys.readouterr().out
     # running the same search again resumes the study

@@ -67,7 +67,7 @@ def test_report_lists_leaderboard_first_with_the_objective_formula(studies, tmp_
     study = Study.create("rep", SPACE, "digits", automl.Objective())
     study.optimize(4, algorithm="random", progress=False)
     page = write_report(study, tmp_path / "report").read_text()
-    assert html.escape(automl.Objective().formula()) in page and "['score']" not in page
+    assert html.escape(automl.Objective().formula) in page and "['score']" not in page
     assert page.index("<h2>Leaderboard</h2>") < page.index("<img")
     figures = _figures(page)
     for name in ("history.png", "accuracy_vs_intruders.png", "layer_intruders.png", "spectra.png",
@@ -135,7 +135,7 @@ def test_every_figure_renders_in_headless_chromium(studies, tmp_path, served):
 
 
 def test_formula_names_each_weighted_term_and_drops_zero_weights():
-    assert automl.Objective().formula() == "score = 1·accuracy − 0.5·forgetting − 0.01·intruders − 0.001·bits"
-    assert automl.Objective(forgetting=0.0, bits=0.0).formula() == "score = 1·accuracy − 0.01·intruders"
-    assert automl.Objective(maximize=["accuracy"], minimize=["bits"]).formula() == \
-        "maximize accuracy; minimize bits (Pareto front)"
+    assert automl.Objective().formula == "score = accuracy − 0.5·forgetting − 0.01·intruders − 0.001·bits"
+    assert automl.Objective(forgetting=0.0, bits=0.0).formula == "score = accuracy − 0.01·intruders"
+    assert automl.Objective(maximize=["accuracy"], minimize=["bits"]).formula == \
+        "Pareto front: maximize accuracy; minimize bits"

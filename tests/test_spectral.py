@@ -313,10 +313,12 @@ def test_cache_recomputes_an_unreadable_file(cache):
     assert SVDCache(cache.directory).svd(w) is not None and not list(cache.directory.glob("*.tmp"))
 
 
-def test_default_cache_lives_under_studies(studies):
+def test_default_cache_lives_in_the_user_cache_home(studies, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "home"))
     c = SVDCache()
     c.svd(torch.randn(5, 7))
-    assert list((studies / ".cache" / "svd").glob("*.safetensors"))
+    assert list((tmp_path / "home" / "svd").glob("*.safetensors"))
+    assert not (studies / ".cache").exists()
     memory_only = SVDCache(studies / "other", persist=False)
     memory_only.svd(torch.randn(5, 7))
     assert not (studies / "other").exists() or not list((studies / "other").iterdir())

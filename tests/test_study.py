@@ -27,7 +27,7 @@ def test_search_stores_recipes_metrics_and_leaderboard(studies):
     board = study.leaderboard()
     assert list(board.columns[:9]) == ["trial", "score", "accuracy", "forgetting", "intruders", "bits",
                                        "adapter", "rank", "quant"]
-    assert board.columns[-1] == "seconds" and board.index.name == "rank"
+    assert list(board.columns[-2:]) == ["seconds", "recipe"] and board.index.name == "rank"
     assert list(board["score"]) == sorted(board["score"], reverse=True)
     lora = board[board["adapter"] == "LoRA"]
     assert lora["rank"].notna().all() and board[board["adapter"] == "FullFineTune"]["rank"].isna().all()

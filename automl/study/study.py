@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import re
+import time
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,9 @@ from automl.sampling.space import dna_spec
 from automl.study import leaderboard as board
 from automl.study import loop, records
 from automl.study.checks import check_space_fits
+from automl.study.query import Where
+from automl.study.quiet import optuna_quiet
+from automl.study.review import Comparison, Exported, Reproduction, TrialRecord, weights_kept
 from automl.study.storage import Heartbeat, default_storage, mask_url, open_storage, sqlite_path, storage_error
 from automl.symbolic import NEVER_TRUSTED, Trusted, fingerprint, load_symbolic, trusted_modules
 from automl.tasks import BUILTIN, Task, resolve
@@ -168,8 +172,9 @@ class Study:
         store = open_storage(url, write=True, heartbeat=heartbeat or Heartbeat())
         with _guard_storage(url):
             try:
-                study = optuna.create_study(study_name=name, storage=store, load_if_exists=True,
-                                            directions=objective.directions)
+                with optuna_quiet():
+                    study = optuna.create_study(study_name=name, storage=store, load_if_exists=True,
+                                                directions=objective.directions)
             except ValueError as e:
                 raise StudyError(f"study {name!r} exists with other objectives: {e}") from e
             if records.study_get(study, records.SPACE_HASH) is not None:
@@ -283,8 +288,9 @@ class Study:
                 bar.refresh()
 
             try:
-                self.optuna.optimize(runner, n_trials=None, timeout=timeout, catch=(AutomlError,),
-                                     callbacks=[runner.after, show], gc_after_trial=False)
+                with optuna_quiet():
+                    self.optuna.optimize(runner, n_trials=None, timeout=timeout, catch=(AutomlError,),
+                                         callbacks=[runner.after, show], gc_after_trial=False)
             finally:
                 bar.close()
         if runner.fatal is not None:
@@ -307,6 +313,8 @@ class Study:
             return self.optuna.get_trials(deepcopy=False, states=states)
 
     def _trial(self, number: int) -> FrozenTrial:
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise StudyError(f"a trial is given by its number (an integer), got {number!r}.")
         trials = self.trials()
         for t in trials:
             if t.number == number:
@@ -335,46 +343,89 @@ class Study:
             out["fail_reason"] = reason
         return out
 
-    def reproduce(self, trial: int, device: str | torch.device | None = None) -> Result:
-        """Re-run trial ``trial``'s stored recipe on the study's task."""
+    def trial(self, number: int) -> TrialRecord:
+        """One trial as stored: state, score (or objectives), duration, recipe (``.program``: its
+        symbolic program), metrics, per-layer metrics (``.layers``), failure reason, whether its
+        trained weights are kept; ``print()`` it for a summary."""
+        t = self._trial(number)
+        recipe = self.recipe(number) if records.get(t, records.RECIPE) is not None else None
+        return TrialRecord.build(self.name, t, self.objective, recipe,
+                                 weights_kept(self.artifact_store, self.name, t))
+
+    def compare(self, a: int, b: int) -> Comparison:
+        """Trials ``a`` and ``b`` side by side (``.metrics``: a table, ``.diff``: ``pg.diff`` of
+        their programs); ``print()`` it for both."""
+        return Comparison(self.trial(a), self.trial(b))
+
+    def reproduce(self, trial: int, device: str | torch.device | None = None, rtol: float = 1e-4,
+                  atol: float = 1e-6) -> Reproduction:
+        """Re-run trial ``trial``'s stored recipe on the study's task. The returned
+        :class:`~automl.study.review.Reproduction` has the new metrics (``.metrics``), a verdict
+        per metric (``.verdicts``: same within ``rtol``/``atol``, or different; timings are not
+        judged) and ``.same``."""
         check_device(device)
         recipe, task = self.recipe(trial), self.task
-        return fit(recipe, task, device=device)
+        stored = records.metrics(self._trial(trial))
+        start = time.perf_counter()
+        result = fit(recipe, task, device=device)
+        return Reproduction(self.name, trial, stored, result, time.perf_counter() - start, rtol, atol)
 
-    def export(self, trial: int, path: str | Path, device: str | torch.device | None = None) -> list[Path]:
+    def export(self, trial: int, path: str | Path, device: str | torch.device | None = None) -> Exported:
         """Write trial ``trial``'s trained adapter under ``path``: peft's format
         (``adapter_config.json`` + ``adapter_model.safetensors``) for the LoRA family, merged
         weights otherwise; one folder per subtask when the task has several. Uses the stored
-        weights of the best trials, else re-trains the recipe (seeded, so the same weights)."""
+        weights of the best trials, else re-trains the recipe (seeded, so the same weights): the
+        returned list of paths says which (``.retrained``) and how long that took (``.seconds``)."""
         check_device(device)
         recipe, task = self.recipe(trial), self.task
         subtasks = task.subtasks
         states = load_trained_states(self.artifact_store, self._trial(trial), [s.name for s in subtasks], self.name)
-        if states is None:
+        start, retrained = time.perf_counter(), states is None
+        if retrained:
+            logger.info("trial %d of %r: trained weights not kept (only the best trials keep theirs); "
+                        "re-training its recipe (seeded: the same weights)", trial, self.name)
             states = fit(recipe, task, device=device).trained_states
+        seconds = time.perf_counter() - start if retrained else 0.0
         path = Path(path)
-        return [export_adapter(recipe.adapter, state, task.initial_model(sub),
-                               path if len(subtasks) == 1 else path / sub.name, prefix=task.export_prefix)
-                for sub, state in zip(subtasks, states)]
+        paths = [export_adapter(recipe.adapter, state, task.initial_model(sub),
+                                path if len(subtasks) == 1 else path / sub.name, prefix=task.export_prefix)
+                 for sub, state in zip(subtasks, states)]
+        return Exported(paths, retrained, seconds)
 
-    def leaderboard(self, top: int | None = None) -> pd.DataFrame:
-        """Completed trials, best first: trial, score (or each objective), metrics, the recipe's
-        labels (adapter, quant, merge) and searched values, seconds. Indexed by ``rank`` (1 = best).
-        A trial that repeated an earlier recipe (``automl:duplicate_of``) is listed once, as that one."""
+    def leaderboard(self, top: int | None = None, sort: str | None = None, where: str | None = None,
+                    all: bool = False) -> pd.DataFrame:  # noqa: A002 - the documented keyword
+        """Completed trials, best first: trial, score (or each objective and ``pareto``), metrics,
+        the recipe's labels (adapter, quant, merge) and searched values, seconds, ``recipe`` (one
+        readable line). Indexed by ``rank`` (1 = best). A multi-objective study lists its Pareto
+        members first. ``sort``: a column to order by (best first by the metric's direction);
+        ``where``: a filter such as ``"adapter==LoRA and accuracy>0.9"`` (parsed, never
+        evaluated as code; rows keep their rank); ``top``: the first rows kept; ``all``: failed,
+        pruned and running trials too, with a ``state`` column. A trial that repeated an earlier
+        recipe (``automl:duplicate_of``) is listed once, as that one."""
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top <= 0):
             raise SearchSpaceError(f"top must be a positive integer, got {top!r}.")
-        trials = [t for t in self.trials((TrialState.COMPLETE,)) if records.get(t, records.DUPLICATE_OF) is None]
-        return board.leaderboard(trials, self.objective, top)
+        condition = Where(where) if where is not None else None
+        states = None if all else (TrialState.COMPLETE,)
+        trials = [t for t in self.trials(states) if records.get(t, records.DUPLICATE_OF) is None]
+        table = board.leaderboard(trials, self.objective, sort=sort, pareto=self._pareto_numbers(),
+                                  with_state=all)
+        if condition is not None and not table.empty:
+            table = table[condition.mask(table)]
+        return table.head(top) if top else table
+
+    def _pareto_numbers(self) -> set[int]:
+        if not self.objective.multi:
+            return set()
+        with _guard_storage(self._url):
+            return {t.number for t in self.optuna.best_trials}
 
     def pareto_front(self) -> pd.DataFrame:
         """The Pareto-optimal trials of a multi-objective study (leaderboard rows)."""
         if not self.objective.multi:
             raise StudyError(f"study {self.name!r} has a single objective; use leaderboard(), or create "
                              f"a study with Objective(maximize=[...], minimize=[...]).")
-        with _guard_storage(self._url):
-            best = {t.number for t in self.optuna.best_trials}
         table = self.leaderboard()
-        return table[table["trial"].isin(best)] if not table.empty else table
+        return table[table["pareto"]] if not table.empty else table
 
 
 def _architecture(task: Task) -> torch.nn.Module:

@@ -2,7 +2,7 @@
 
 The pretrained model is an MLP 64→256→256→10 trained on the original task (stratified 70/30
 split, features standardized on the train split; 20 epochs of AdamW, lr 1e-3, weight decay
-0.01, batch 64, seed 0), cached as safetensors under ``studies/.cache/tasks``. Fine-tuning
+0.01, batch 64, seed 0), cached as safetensors under ``~/.cache/automl/tasks`` (``$AUTOML_HOME``). Fine-tuning
 subtasks transform the images and permute the labels, so the pretrained model scores near
 chance on them and must really adapt (the setting of reference.md, "Verified on the digits
 setting").
