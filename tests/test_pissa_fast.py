@@ -16,7 +16,7 @@ from automl.adapters.rsvd import randomized_svd
 from tests.test_adapters import mlp
 
 OUT, IN, RANK = 120, 80, 4
-ERROR_BOUND = 1e-3     # ‖W − U_r S_r V_rᵀ‖_F ≤ (1 + ERROR_BOUND) · ‖W − W_r‖_F (Eckart–Young optimum)
+ERROR_BOUND = 1e-3     # ‖W − U_r S_r V_rᵀ‖_F ≤ (1 + ERROR_BOUND)·‖W − W_r‖_F (Eckart–Young optimum)
 COS_BOUND = 0.999      # cosine of the largest principal angle to the exact top-r subspaces
 
 

@@ -371,7 +371,8 @@ class WeightMatching(MergeMethod):
         found = self.matching(state_a, state_b)
         matched = permute_state(found.spec, found.perm, state_b)
         metrics = {"merge/barrier_matched": loss_barrier(model, state_a, matched, loss_fn, points)}
-        metrics.update({f"merge/alignment_matched/{k}": v for k, v in singular_alignment(state_a, matched, top).items()})
+        alignment = singular_alignment(state_a, matched, top)
+        metrics.update({f"merge/alignment_matched/{k}": v for k, v in alignment.items()})
         metrics["merge/sweeps"] = float(found.sweeps)
         metrics["merge/sv_change"] = max(singular_value_change(state_b, matched).values())
         return metrics
