@@ -10,11 +10,11 @@ encoder matrices (384×384, 1536×384, 384×1536):
    wall and CPU time;
 2. the fast inits' quality per layer: the top-r energy captured, ``Σ s_i² / Σ_{i≤r} σ_i²``;
 3. the first-steps training loss (mean of steps 1–N, batch 16, lr 1e-3, seed 0; the trainer's own
-   loop) after each init, with LoRA at the same rank for scale.
+   loop) after each init (fast inits: mean over sketch seeds), with LoRA at the same rank for scale.
 
 Timings are minima over interleaved rounds on one torch thread; they are noisy on a loaded
-machine, so compare the ratios of one run only. About 5 minutes on 2 busy CPU cores. Usage:
-``python benchmarks/pissa_init.py [--niter 2 3 4] [--steps 20] [--rounds 5] [--threads 1]``.
+machine, so compare the ratios of one run only. About 10 minutes on 2 busy CPU cores. Usage:
+``python benchmarks/pissa_init.py [--niter 2 3 4] [--steps 20] [--rounds 5] [--seeds 3] [--threads 1]``.
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ class Arm:
                                                                                      niter=self.niter)
 
     def context(self):
+        """Swaps ``torch.svd_lowrank`` in for the "before" arm (a fresh context on every call)."""
         return mock.patch.object(lora, "principal_svd", svd_lowrank_before) if self.before else contextlib.nullcontext()
 
 
@@ -111,17 +112,18 @@ def per_shape(task, plan: dict, arms: list[Arm], rounds: int) -> dict[tuple, dic
     return {shape: timed(arms, rounds, run_on(linear)) for shape, linear in layers.items()}
 
 
-def first_steps(task, plan: dict, arms: list[Arm], steps: int) -> dict[str, list[float]]:
-    """Training loss of steps 1..``steps`` per init (and LoRA); the global RNG is reseeded after
-    the init, so dropout draws the same masks whichever init drew random sketches."""
+def first_steps(task, plan: dict, arms: list[Arm], steps: int, seeds: int) -> dict[str, list[list[float]]]:
+    """Training loss of steps 1..``steps`` per init (and LoRA), for each of ``seeds`` sketch seeds
+    of the fast inits; the global RNG is reseeded after the init, so every run sees the same batches
+    and dropout masks whichever init drew random sketches."""
     sub = task.subtasks[0]
-    losses: dict[str, list[float]] = {}
-    runs = [(a.label, a.adapter(), a.context()) for a in arms]
-    runs.append(("LoRA", adapters.LoRA(rank=RANK), contextlib.nullcontext()))
-    for label, spec, context in runs:
+    losses: dict[str, list[list[float]]] = {}
+    runs = [(a.label, a.adapter(), a.context, seed) for a in arms for seed in range(1 if a.niter is None else seeds)]
+    runs.append(("LoRA", adapters.LoRA(rank=RANK), contextlib.nullcontext, 0))
+    for label, spec, context, seed in runs:
         model = task.initial_model(sub)
-        torch.manual_seed(0)
-        with context:
+        torch.manual_seed(seed)
+        with context():
             spec.apply(model, plan)
         task.prepare(model, sub)
         torch.manual_seed(0)
@@ -136,7 +138,7 @@ def first_steps(task, plan: dict, arms: list[Arm], steps: int) -> dict[str, list
         recipe = automl.Recipe(adapter=spec, steps=steps, batch_size=16, lr=1e-3, seed=0)
         with mock.patch.object(task, "loss", recorded):
             train(model, task, sub, recipe)
-        losses[label] = curve
+        losses.setdefault(label, []).append(curve)
     return losses
 
 
@@ -167,6 +169,7 @@ def main() -> None:
     parser.add_argument("--niter", type=int, nargs="+", default=[2, 3, 4], help="subspace iterations of the fast arms")
     parser.add_argument("--steps", type=int, default=20, help="training steps of the first-steps loss")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (minimum taken)")
+    parser.add_argument("--seeds", type=int, default=3, help="sketch seeds of the fast inits' first-steps loss")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -191,11 +194,14 @@ def main() -> None:
               f"{times[exact][1] * 1e3:.1f} ms CPU")
         for a in arms[1:]:
             print(f"  {a.label:15s} {ratio(times[exact], times[a])}")
-    curves = first_steps(task, plan, arms, args.steps)
+    curves = first_steps(task, plan, arms, args.steps, args.seeds)
     print(f"first {args.steps} training steps of minilm-sentiment (batch 16, lr 1e-3, seed 0; same batches and "
-          f"dropout masks in every arm):")
-    for label, curve in curves.items():
-        print(f"  {label:15s} mean loss {statistics.mean(curve):.4f}, last 5 steps {statistics.mean(curve[-5:]):.4f}")
+          f"dropout masks in every arm; fast inits: mean over {args.seeds} sketch seeds, range in brackets):")
+    for label, runs in curves.items():
+        means = [statistics.mean(c) for c in runs]
+        spread = f" [{min(means):.4f}, {max(means):.4f}]" if len(means) > 1 else ""
+        last = statistics.mean(statistics.mean(c[-5:]) for c in runs)
+        print(f"  {label:15s} mean loss {statistics.mean(means):.4f}{spread}, last 5 steps {last:.4f}")
 
 
 if __name__ == "__main__":
