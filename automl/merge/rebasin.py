@@ -358,9 +358,9 @@ class WeightMatching(MergeMethod):
         """Align ``models[1:]`` to ``models[0]``, then ``then.merge(base, aligned)``. The matching
         of ``models[1]`` is kept for :meth:`diagnose`."""
         spec = spec_from_state(models[0])
-        matchings = [Matching.of(models[0], m, spec, *self.match(models[0], m, spec)) for m in models[1:]]
-        self._last_matching = matchings[0]
-        aligned = [models[0]] + [permute_state(spec, m.perm, other) for m, other in zip(matchings, models[1:])]
+        matches = [self.match(models[0], m, spec) for m in models[1:]]
+        self._last_matching = Matching.of(models[0], models[1], spec, *matches[0])
+        aligned = [models[0]] + [permute_state(spec, perm, m) for (perm, _), m in zip(matches, models[1:])]
         return self.then.merge(base, aligned)
 
     def diagnose(self, model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
