@@ -10,7 +10,8 @@ the final small SVD).
    orthonormalised by a thin QR into the next block ``Z_i``; ``Y = Z_i W``. The blocks span the
    Krylov space ``{W G, (W Wᵀ) W G, …}`` of the column space (``G = Wᵀ Ωᵀ``), and the ``Y``s already
    are the projection ``K W`` of ``W`` onto it (``K`` = the stacked ``Z_i``, orthonormal rows);
-3. the SVD of that small ``(k·niter) × in`` projection gives ``W ≈ Kᵀ (K W) = (Kᵀ Ũ) S Vᵀ``.
+3. the SVD of that small ``(k·niter) × in`` projection (through the eigendecomposition of its
+   Gram matrix) gives ``W ≈ Kᵀ (K W) = (Kᵀ Ũ) S Vᵀ``.
 
 Each step costs what a subspace iteration of ``torch.svd_lowrank`` costs (one ``W Wᵀ`` product),
 but keeps every block instead of only the last: for a flat spectrum — pretrained weights have one
