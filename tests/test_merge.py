@@ -357,6 +357,46 @@ def test_singular_alignment_and_merge_metrics_on_a_permuted_copy():
     assert "merge/barrier_matched" not in merge.merge_metrics(merge.Linear(), model, [state, permuted], loss)
 
 
+def test_weight_matching_diagnostics_reuse_the_merge_and_are_unchanged(monkeypatch):
+    model = mlp(5)
+    state = model.state_dict()
+    spec = spec_from_state(state)
+    other = permute_state(spec, random_perm(spec, state, seed=9), mlp(6).state_dict())
+    x = torch.randn(32, 8)
+    target = model(x).argmax(-1)
+    loss = torch.no_grad()(lambda m: float(nn.functional.cross_entropy(m(x), target)))
+    # the diagnostics as computed before the hook: a second, independent weight matching
+    perm, sweeps = weight_matching(spec, state, other)
+    matched = permute_state(spec, perm, other)
+    expected = {"merge/barrier": merge.loss_barrier(model, state, other, loss),
+                **{f"merge/alignment/{k}": v for k, v in merge.singular_alignment(state, other).items()},
+                "merge/barrier_matched": merge.loss_barrier(model, state, matched, loss),
+                **{f"merge/alignment_matched/{k}": v for k, v in merge.singular_alignment(state, matched).items()},
+                "merge/sweeps": float(sweeps),
+                "merge/sv_change": max(merge.singular_value_change(other, matched).values())}
+    calls = []
+    counted = lambda *args, **kwargs: calls.append(1) or weight_matching(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr("automl.merge.rebasin.weight_matching", counted)
+    method = merge.WeightMatching()
+    method.merge(None, [state, other])
+    assert merge.merge_metrics(method, model, [state, other], loss) == expected
+    assert len(calls) == 1                      # the merge's matching, reused by the diagnostics
+    changed = dict(other)
+    changed["fc1.weight"] = other["fc1.weight"].clone()
+    merge.merge_metrics(method, model, [state, changed], loss)
+    assert len(calls) == 2                      # another pair is matched anew
+
+
+def test_weight_matching_runs_once_per_fit(monkeypatch):
+    calls = []
+    counted = lambda *args, **kwargs: calls.append(1) or weight_matching(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr("automl.merge.rebasin.weight_matching", counted)
+    recipe = automl.Recipe(adapter=adapters.FullFineTune(), merge=merge.WeightMatching(), steps=2)
+    result = automl.evaluate(recipe, task="digits-seeds")
+    assert len(calls) == 1
+    assert {"merge/barrier_matched", "merge/sweeps", "merge/sv_change"} <= set(result.metrics)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_different_keys_or_shapes_name_the_tensor():

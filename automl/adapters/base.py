@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from automl.adapters.rsvd import randomized_svd
 from automl.constraints import RANK
 from automl.errors import SearchSpaceError
 
@@ -79,8 +80,9 @@ def principal_svd(weight: torch.Tensor, rank: int,
     ``Vh_r`` (r × in), with ``U_r diag(S_r) Vh_r`` the best rank-r approximation (Eckart–Young).
 
     ``niter=None`` takes the exact thin SVD (``torch.linalg.svd``); an integer runs Halko et al.'s
-    randomized SVD, ``torch.svd_lowrank(weight, q=rank, niter=niter)`` — PiSSA's fast
-    initialisation (PiSSA §3, peft ``init_lora_weights="pissa_niter_N"``).
+    randomized SVD with ``niter`` subspace iterations (:func:`automl.adapters.rsvd.randomized_svd`)
+    — PiSSA's fast initialisation (PiSSA §3; the algorithm of peft ``init_lora_weights=
+    "pissa_niter_N"``, with an oversampled sketch and fewer passes over ``W``).
     """
     w = weight.detach().float()
     if niter is None:
@@ -89,8 +91,7 @@ def principal_svd(weight: torch.Tensor, rank: int,
             return uh[:rank].t(), s[:rank], v[:, :rank].t()
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         return u[:, :rank], s[:rank], vh[:rank]
-    u, s, v = torch.svd_lowrank(w, q=rank, niter=niter)
-    return u, s, v.t()
+    return randomized_svd(w, rank, niter)
 
 
 def trainable_parameters(model: nn.Module) -> int:

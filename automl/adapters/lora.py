@@ -38,8 +38,8 @@ class LoraLinear(AdapterLayer):
     """A frozen linear layer plus a trainable low-rank update ``scaling · B A``.
 
     ``init="lora"`` (kaiming-uniform ``A``, zero ``B``) or ``"pissa"`` (principal singular
-    triplets, exact SVD when ``niter`` is ``None``, else ``torch.svd_lowrank`` with ``niter``
-    subspace iterations); ``use_dora`` adds DoRA's magnitude vector. Factors live on the base
+    triplets, exact SVD when ``niter`` is ``None``, else the randomized SVD of
+    :mod:`automl.adapters.rsvd` with ``niter`` subspace iterations); ``use_dora`` adds DoRA's magnitude vector. Factors live on the base
     weight's device and dtype; SVDs run in float32.
     """
 

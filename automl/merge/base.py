@@ -8,9 +8,11 @@ A method is a ``pg.Object`` (its fields are searchable). Per-tensor methods defi
 from __future__ import annotations
 
 import abc
+from typing import Callable
 
 import pyglove as pg
 import torch
+from torch import nn
 
 from automl.errors import SearchSpaceError
 from automl.merge.factored import LowRankDelta
@@ -100,6 +102,15 @@ class MergeMethod(pg.Object):
     @abc.abstractmethod
     def merge_tensor(self, name: str, base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
         """The merged value of one tensor."""
+
+    def diagnose(self, model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
+                 loss_fn: Callable[[nn.Module], float], points: int = 5, top: int = 5) -> dict[str, float]:
+        """Diagnostics particular to this method of merging ``state_b`` into ``state_a`` (named
+        ``merge/<what>``; ``model`` gives the architecture, ``loss_fn`` the loss, ``points`` and
+        ``top`` the path resolution and singular vectors as in
+        :func:`automl.merge.diagnostics.merge_metrics`, which adds them to the common ones).
+        None by default; a method overrides it to reuse what its merge computed."""
+        return {}
 
     def merge_low_rank(self, base: dict[str, torch.Tensor],
                        deltas: list[dict[str, LowRankDelta]]) -> dict[str, torch.Tensor]:

@@ -17,7 +17,6 @@ from torch import nn
 
 from automl.errors import SearchSpaceError
 from automl.merge.base import MergeMethod, check_compatible
-from automl.merge.rebasin import WeightMatching, permute_state, spec_from_state
 
 
 def _layer(key: str) -> str:
@@ -87,21 +86,13 @@ def merge_metrics(method: MergeMethod, model: nn.Module, states: list[dict[str, 
     """Diagnostics of merging the first two of ``states`` (``model`` gives the architecture):
 
     ``merge/barrier`` (linear path as trained), ``merge/alignment/<layer>`` (top-``top``
-    singular-vector ``|cos|``); with :class:`WeightMatching`, also after aligning the second model
-    to the first: ``merge/barrier_matched``, ``merge/alignment_matched/<layer>``,
-    ``merge/sweeps`` and ``merge/sv_change`` (largest relative singular-value change the
-    permutation made, ≈ 0).
+    singular-vector ``|cos|``), then the method's own (:meth:`MergeMethod.diagnose`; e.g.
+    :class:`~automl.merge.rebasin.WeightMatching` adds the barrier and alignment after matching).
     """
     if len(states) < 2:
         return {}
     a, b = states[0], states[1]
     metrics = {"merge/barrier": loss_barrier(model, a, b, loss_fn, points)}
     metrics.update({f"merge/alignment/{k}": v for k, v in singular_alignment(a, b, top).items()})
-    if isinstance(method, WeightMatching):
-        perm, sweeps = method.match(a, b)
-        matched = permute_state(spec_from_state(a), perm, b)
-        metrics["merge/barrier_matched"] = loss_barrier(model, a, matched, loss_fn, points)
-        metrics.update({f"merge/alignment_matched/{k}": v for k, v in singular_alignment(a, matched, top).items()})
-        metrics["merge/sweeps"] = float(sweeps)
-        metrics["merge/sv_change"] = max(singular_value_change(b, matched).values())
+    metrics.update(method.diagnose(model, a, b, loss_fn, points, top))
     return metrics

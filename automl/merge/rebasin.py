@@ -16,7 +16,9 @@ state dict whose consecutive 2-D weights connect), and transformer feed-forward 
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 from automl.adapters.base import AdapterLayer
 from automl.errors import SearchSpaceError
 from automl.merge.base import MergeMethod, check_compatible, check_deltas
+from automl.merge.diagnostics import loss_barrier, singular_alignment, singular_value_change
 from automl.merge.factored import LowRankDelta
 from automl.merge.linear import Linear
 
@@ -266,6 +269,35 @@ def weight_matching(spec: PermutationSpec, params_a: dict[str, torch.Tensor], pa
     return perm, max_iter
 
 
+@dataclass(frozen=True)
+class Matching:
+    """The permutations (and sweeps) that aligned state dict ``other`` to ``reference``, kept with
+    weak references to both dicts' tensors and their versions: :meth:`is_for` tells the same,
+    unmodified pair again without holding the models in memory."""
+
+    tensors: tuple[tuple[str, weakref.ref, int], ...]
+    spec: PermutationSpec
+    perm: dict[str, torch.Tensor]
+    sweeps: int
+
+    @staticmethod
+    def _identity(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> list[tuple]:
+        return [(k, t) for state in (reference, other) for k, t in state.items()]
+
+    @classmethod
+    def of(cls, reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor], spec: PermutationSpec,
+           perm: dict[str, torch.Tensor], sweeps: int) -> "Matching":
+        tensors = tuple((k, weakref.ref(t), t._version) for k, t in cls._identity(reference, other))
+        return cls(tensors, spec, perm, sweeps)
+
+    def is_for(self, reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> bool:
+        """Whether ``reference`` and ``other`` hold the very tensors matched, unchanged since."""
+        pairs = self._identity(reference, other)
+        return len(pairs) == len(self.tensors) and all(
+            key == k and ref() is t and version == t._version
+            for (key, ref, version), (k, t) in zip(self.tensors, pairs))
+
+
 class WeightMatching(MergeMethod):
     """Align every model to the first by weight matching, then merge them with ``then``.
 
@@ -312,12 +344,38 @@ class WeightMatching(MergeMethod):
         aligned.load_state_dict(self.align_state(reference.state_dict(), other.state_dict(), spec))
         return aligned
 
+    def matching(self, reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> Matching:
+        """The weight matching of ``other`` to ``reference``: the one the last merge computed for
+        this pair (its first two models) when the tensors are the same and unchanged, else a new one."""
+        last = getattr(self, "_last_matching", None)
+        if last is not None and last.is_for(reference, other):
+            return last
+        spec = spec_from_state(reference)
+        return Matching.of(reference, other, spec, *self.match(reference, other, spec))
+
     def merge_models(self, base: dict[str, torch.Tensor],
                      models: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Align ``models[1:]`` to ``models[0]``, then ``then.merge(base, aligned)``."""
+        """Align ``models[1:]`` to ``models[0]``, then ``then.merge(base, aligned)``. The matching
+        of ``models[1]`` is kept for :meth:`diagnose`."""
         spec = spec_from_state(models[0])
-        aligned = [models[0]] + [self.align_state(models[0], m, spec) for m in models[1:]]
+        matches = [self.match(models[0], m, spec) for m in models[1:]]
+        self._last_matching = Matching.of(models[0], models[1], spec, *matches[0])
+        aligned = [models[0]] + [permute_state(spec, perm, m) for (perm, _), m in zip(matches, models[1:])]
         return self.then.merge(base, aligned)
+
+    def diagnose(self, model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
+                 loss_fn: Callable[[nn.Module], float], points: int = 5, top: int = 5) -> dict[str, float]:
+        """After aligning ``state_b`` to ``state_a`` (the merge's own matching when it merged this
+        pair): ``merge/barrier_matched``, ``merge/alignment_matched/<layer>``, ``merge/sweeps`` and
+        ``merge/sv_change`` (largest relative singular-value change the permutation made, ≈ 0)."""
+        found = self.matching(state_a, state_b)
+        matched = permute_state(found.spec, found.perm, state_b)
+        metrics = {"merge/barrier_matched": loss_barrier(model, state_a, matched, loss_fn, points)}
+        alignment = singular_alignment(state_a, matched, top)
+        metrics.update({f"merge/alignment_matched/{k}": v for k, v in alignment.items()})
+        metrics["merge/sweeps"] = float(found.sweeps)
+        metrics["merge/sv_change"] = max(singular_value_change(state_b, matched).values())
+        return metrics
 
     def merge_tensor(self, name: str, base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
         """``then``'s rule on one tensor of models that are already aligned."""
