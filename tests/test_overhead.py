@@ -1,0 +1,105 @@
+"""Cutting per-trial overhead changes no result: a small fixed-seed digits study stores the same
+metrics, objective values, bookkeeping and leaderboard as the fixture recorded from the code
+before the rewrite (``python tests/test_overhead.py`` re-records it — only ever from a
+trusted, unchanged checkout).
+
+Also: a finished trial's metrics are one storage write, and both stored layouts read back."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import optuna
+import pyglove as pg
+import pytest
+
+import automl
+from automl import adapters
+
+FIXTURE = Path(__file__).parent / "data" / "overhead_study.json"
+SPACE = automl.Recipe(
+    adapter=pg.oneof([adapters.LoRA(rank=pg.oneof([1, 2])), adapters.FullFineTune()]),
+    lr=pg.oneof([1e-3, 3e-3]),
+    steps=30,
+)
+N_TRIALS = 5
+TIMINGS = {"seconds", "train_seconds"}                 # wall-clock metrics: never reproducible
+PER_RUN = {"automl:artifact", "automl:heartbeat"}      # random ids and times
+
+
+def snapshot(study) -> dict:
+    """What the study stored, minus timings and random ids, as JSON-ready data."""
+    trials = []
+    for t in study.trials():
+        trials.append({
+            "number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+            "metrics": {k: v for k, v in study.metrics(t.number).items() if k not in TIMINGS},
+            "system_attrs": {k: v for k, v in sorted(t.system_attrs.items()) if k not in PER_RUN},
+            "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
+        })
+    board = study.leaderboard().drop(columns=["seconds"]).reset_index(names="position")
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in board.to_dict(orient="records")]
+    return {"trials": trials, "leaderboard_columns": list(board.columns), "leaderboard": rows}
+
+
+def run_study(name: str):
+    return automl.search(SPACE, task="digits", algorithm="tpe", n_trials=N_TRIALS, study_name=name,
+                         seed=0, progress=False)
+
+
+def _close(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{where}: {a} != {b}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(b, (int, float)) and abs(a - b) <= 1e-12, f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_a_fixed_seed_study_stores_what_it_stored_before_the_rewrite(studies):
+    expected = json.loads(FIXTURE.read_text())
+    got = json.loads(json.dumps(snapshot(run_study("overhead"))))   # the same JSON round trip
+    _close(got, expected, "study")
+
+
+def test_metrics_are_written_in_one_storage_call(studies, monkeypatch):
+    calls = []
+    real = optuna.storages.RDBStorage.set_trial_user_attr
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr",
+                        lambda self, *a: calls.append(a[1]) or real(self, *a))
+    study = automl.search(SPACE, task="digits", n_trials=1, study_name="one-write", progress=False)
+    assert len(calls) == 1
+    assert study.metrics(0)["accuracy"] == study.trials()[0].user_attrs[calls[0]]["accuracy"]
+
+
+def test_old_per_key_metrics_and_damaged_packed_metrics_read_safely():
+    from optuna.trial import create_trial
+
+    from automl.study import records
+    old = create_trial(value=1.0, user_attrs={"accuracy": 0.9, "recipe": "{}", "bits": 32.0})
+    assert records.metrics(old) == {"accuracy": 0.9, "bits": 32.0}
+    new = create_trial(value=1.0, user_attrs={records.METRICS: {"accuracy": 0.9, "bits": 32.0}})
+    assert records.metrics(new) == {"accuracy": 0.9, "bits": 32.0}
+    for damaged in ("not a dict", ["accuracy"], {"accuracy": {"nested": 1}}, {3: 1.0}):
+        bad = create_trial(value=1.0, user_attrs={records.METRICS: damaged, "bits": 32.0})
+        assert records.metrics(bad) == {"bits": 32.0}   # what can't be a metric is left out
+
+
+if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged checkout only)
+    import os
+    import tempfile
+    os.environ["AUTOML_STUDIES"] = tempfile.mkdtemp()
+    import torch
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    FIXTURE.write_text(json.dumps(snapshot(run_study("overhead")), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}", file=sys.stderr)
