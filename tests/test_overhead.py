@@ -26,7 +26,7 @@ SPACE = automl.Recipe(
 )
 N_TRIALS = 5
 TIMINGS = {"seconds", "train_seconds"}                 # wall-clock metrics: never reproducible
-PER_RUN = {"automl:artifact", "automl:heartbeat"}      # random ids and times
+PER_RUN = {"automl:artifact", "automl:heartbeat"}      # random ids and times (and "artifacts:<id>")
 
 
 def snapshot(study) -> dict:
@@ -36,7 +36,8 @@ def snapshot(study) -> dict:
         trials.append({
             "number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
             "metrics": {k: v for k, v in study.metrics(t.number).items() if k not in TIMINGS},
-            "system_attrs": {k: v for k, v in sorted(t.system_attrs.items()) if k not in PER_RUN},
+            "system_attrs": {k: v for k, v in sorted(t.system_attrs.items()) 
+                             if k not in PER_RUN and not k.startswith("artifacts:")},
             "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
         })
     board = study.leaderboard().drop(columns=["seconds"]).reset_index(names="position")
