@@ -1,9 +1,8 @@
 """Cutting per-trial overhead changes no result: a small fixed-seed digits study stores the same
 metrics, objective values, bookkeeping and leaderboard as the fixture recorded from the code
 before the rewrite (``python tests/test_overhead.py`` re-records it — only ever from a
-trusted, unchanged checkout).
-
-Also: a finished trial's metrics are one storage write, and both stored layouts read back."""
+trusted, unchanged checkout); a trial's metrics (one user attribute each, as before) and its
+bookkeeping are one storage write."""
 from __future__ import annotations
 
 import json
@@ -72,27 +71,26 @@ def test_a_fixed_seed_study_stores_what_it_stored_before_the_rewrite(studies):
     _close(got, expected, "study")
 
 
-def test_metrics_are_written_in_one_storage_call(studies, monkeypatch):
-    calls = []
-    real = optuna.storages.RDBStorage.set_trial_user_attr
-    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr",
-                        lambda self, *a: calls.append(a[1]) or real(self, *a))
-    study = automl.search(SPACE, task="digits", n_trials=1, study_name="one-write", progress=False)
-    assert len(calls) == 1
-    assert study.metrics(0)["accuracy"] == study.trials()[0].user_attrs[calls[0]]["accuracy"]
-
-
-def test_old_per_key_metrics_and_damaged_packed_metrics_read_safely():
-    from optuna.trial import create_trial
-
-    from automl.study import records
-    old = create_trial(value=1.0, user_attrs={"accuracy": 0.9, "recipe": "{}", "bits": 32.0})
-    assert records.metrics(old) == {"accuracy": 0.9, "bits": 32.0}
-    new = create_trial(value=1.0, user_attrs={records.METRICS: {"accuracy": 0.9, "bits": 32.0}})
-    assert records.metrics(new) == {"accuracy": 0.9, "bits": 32.0}
-    for damaged in ("not a dict", ["accuracy"], {"accuracy": {"nested": 1}}, {3: 1.0}):
-        bad = create_trial(value=1.0, user_attrs={records.METRICS: damaged, "bits": 32.0})
-        assert records.metrics(bad) == {"bits": 32.0}   # what can't be a metric is left out
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
+    from automl.study import open_storage, records
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/s.log"
+    storage = open_storage(url, write=True)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    writes = []
+    if kind == "sqlite":
+        from sqlalchemy import event
+        event.listen(storage.engine, "commit", lambda *_: writes.append(1))
+    else:
+        append = storage._backend.append_logs
+        storage._backend.append_logs = lambda logs: writes.append(1) or append(logs)
+    metrics = {f"metric{i}": i / 7 for i in range(25)}
+    records.put_many(storage, trial, {records.DNA: "[1]", records.LABELS: {"adapter": "LoRA"}}, metrics)
+    assert len(writes) == 1
+    stored = storage.get_trial(trial._trial_id)
+    assert records.metrics(stored) == metrics and stored.user_attrs == metrics
+    assert records.get(stored, records.LABELS) == {"adapter": "LoRA"}
 
 
 if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged checkout only)

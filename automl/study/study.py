@@ -23,7 +23,6 @@ import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
-from tqdm.auto import tqdm
 
 from automl.artifacts import default_store, load_trained_states
 from automl.devices import check_device
@@ -91,6 +90,27 @@ def _guard_storage(url: str):
                 raise storage_error(error, url) from None
             return False
     return _Guard()
+
+
+class ProgressBar:
+    """The progress bar of :meth:`Study.optimize` (a callback after the runner's): new recipes
+    added, and the best score among the trials the runner just read (no read of its own)."""
+
+    def __init__(self, name: str, total: int, runner: loop.TrialRunner, multi: bool):
+        from tqdm.auto import tqdm  # only when a bar is shown
+        self.runner, self.total, self.multi = runner, total, multi
+        self.bar = tqdm(total=total, desc=name, unit="trial")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.bar.n = min(self.runner.added, self.total)
+        if not self.multi and trial.state == TrialState.COMPLETE:
+            values = [t.value for t in self.runner.trials if t.state == TrialState.COMPLETE]
+            best = max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+            self.bar.set_postfix(best=f"{best:.4f}")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class Study:
@@ -270,19 +290,13 @@ class Study:
             self.optuna.pruner = _pruner(pruner)
             self._writable()
             runner = loop.TrialRunner(self, n_trials, device)
-            bar = tqdm(total=n_trials, disable=not progress, desc=self.name, unit="trial")
-
-            def show(study: optuna.Study, trial: FrozenTrial) -> None:
-                bar.n = min(runner.added, n_trials)
-                if not multi and trial.state == TrialState.COMPLETE:
-                    bar.set_postfix(best=f"{study.best_value:.4f}")
-                bar.refresh()
-
+            bar = ProgressBar(self.name, n_trials, runner, multi) if progress else None
             try:
                 self.optuna.optimize(runner, n_trials=None, timeout=timeout, catch=(AutomlError,),
-                                     callbacks=[runner.after, show], gc_after_trial=False)
+                                     callbacks=[runner.after] + ([bar] if bar else []), gc_after_trial=False)
             finally:
-                bar.close()
+                if bar is not None:
+                    bar.close()
         if runner.fatal is not None:
             raise runner.fatal
         return self
