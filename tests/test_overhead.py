@@ -93,6 +93,41 @@ def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
     assert records.get(stored, records.LABELS) == {"adapter": "LoRA"}
 
 
+def test_workers_split_the_trials_and_the_cores():
+    from automl.errors import SearchSpaceError
+    from automl.study.workers import LocalWorkers
+    assert LocalWorkers(3, 10, 8).shares == [4, 3, 3] and LocalWorkers(3, 10, 8).threads == 2
+    assert LocalWorkers(4, 2, 16).shares == [1, 1] and LocalWorkers(4, 2, 16).threads == 8
+    assert LocalWorkers(2, 5, 1).threads == 1                            # at least one thread each
+    with pytest.raises(SearchSpaceError, match="workers must be a positive integer"):
+        LocalWorkers(0, 5, 2)
+
+
+def test_search_with_two_workers_runs_two_processes_on_one_journal_study(tmp_path):
+    import os
+    import subprocess
+
+    from optuna.storages.journal._storage import JournalOperation
+
+    from automl.study import Study
+    automl.tasks.get("digits").pretrained_model()       # cached for the workers (session studies folder)
+    space = tmp_path / "two_workers.py"
+    space.write_text("import pyglove as pg\nimport automl\nfrom automl import adapters\n"
+                     "SPACE = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2, 4, 8])), "
+                     "lr=pg.floatv(1e-3, 1e-2, scale='log'), steps=10)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-m", "automl.cli", "search", str(space), "--workers", "2",
+                           "--trials", "3", "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    journal = Path(os.environ["AUTOML_STUDIES"]) / "two_workers.journal"
+    assert f"journal:{journal}" in done.stdout
+    assert len(Study.load("two_workers", storage=f"journal:{journal}").leaderboard()) == 3   # 2 + 1 new recipes
+    logs = [json.loads(line) for line in journal.read_text().splitlines()]
+    creators = {log["worker_id"] for log in logs if log["op_code"] == JournalOperation.CREATE_TRIAL}
+    assert len(creators) == 2                             # both processes ran trials
+
+
 if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged checkout only)
     import os
     import tempfile

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from optuna.trial import FrozenTrial
 
 from automl.metrics import LEADERBOARD_HEAD, LEADERBOARD_TAIL
 from automl.objective import Objective
 from automl.study import records
+
+if TYPE_CHECKING:
+    import pandas as pd   # imported where a table is built: a worker never needs pandas
 
 LABEL_KEYS = ("adapter", "quant", "merge", "mitigation")
 
@@ -84,6 +86,7 @@ def frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
             row[m] = metrics.get(m, math.nan)
         row["seconds"] = metrics.get("seconds", math.nan)
         rows.append(row)
+    import pandas as pd
     table = pd.DataFrame(rows)
     if len(subtask_metrics) <= 1 and not table.empty:
         table = table.drop(columns=subtask_metrics)
@@ -94,6 +97,7 @@ def frame(trials: list[FrozenTrial], objective: Objective) -> pd.DataFrame:
 
 def leaderboard(trials: list[FrozenTrial], objective: Objective, top: int | None = None) -> pd.DataFrame:
     """Rows of ``trials`` best first (by score, or by the first objective), indexed by ``rank``."""
+    import pandas as pd
     table = frame(trials, objective)
     if table.empty:
         return table

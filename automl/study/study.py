@@ -14,10 +14,9 @@ import logging
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 import pyglove as pg
 import sqlalchemy
 import torch
@@ -42,6 +41,9 @@ from automl.study.storage import Heartbeat, default_storage, mask_url, open_stor
 from automl.symbolic import NEVER_TRUSTED, Trusted, fingerprint, load_symbolic, trusted_modules
 from automl.tasks import BUILTIN, Task, resolve
 from automl.trainer import fit
+
+if TYPE_CHECKING:
+    import pandas as pd   # the leaderboard builds its tables: a worker never imports pandas
 
 PRUNERS = {
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
@@ -197,13 +199,15 @@ class Study:
                 raise StudyError(f"study {name!r} in {mask_url(url)} already has trials but was not created by "
                                  f"automl; use another study name.")
             else:
+                # the space's hash last: a process creating the same study at the same moment
+                # (``--workers N``) that finds the hash finds everything else written
                 records.study_put(study, records.SPACE, space.to_json_str())
-                records.study_put(study, records.SPACE_HASH, spec_hash)
                 records.study_put(study, records.OBJECTIVE, objective.to_json_str())
                 records.study_put(study, records.TASK, task_obj.name)
                 if task_obj.name not in BUILTIN:
                     records.study_put(study, records.TASK_REF,
                                       f"{type(task_obj).__module__}:{type(task_obj).__qualname__}")
+                records.study_put(study, records.SPACE_HASH, spec_hash)
         created = cls(study, url, task_obj, artifact_store, trusted=trusted)
         created._raw_storage = store
         return created
