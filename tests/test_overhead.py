@@ -91,6 +91,11 @@ def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
     stored = storage.get_trial(trial._trial_id)
     assert records.metrics(stored) == metrics and stored.user_attrs == metrics
     assert records.get(stored, records.LABELS) == {"adapter": "LoRA"}
+    records.put_many(storage, trial, metrics={"metric0": -1.0})          # a key written again is replaced
+    assert storage.get_trial(trial._trial_id).user_attrs["metric0"] == -1.0
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):     # a finished trial is frozen
+        records.put_many(storage, trial, metrics={"metric1": 0.0})
 
 
 def test_workers_split_the_trials_and_the_cores():
