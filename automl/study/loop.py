@@ -38,9 +38,10 @@ def distinct_recipes(trials: list[FrozenTrial]) -> int:
                 if t.state in _TRIED and t.params and records.get(t, records.DUPLICATE_OF) is None})
 
 
-def space_size(space: Any) -> float:
-    """How many recipes the space holds (``inf`` with a continuous decision)."""
-    size = dna_spec(space).space_size
+def space_size(space: Any, spec: pg.geno.Space | None = None) -> float:
+    """How many recipes the space holds (``inf`` with a continuous decision); ``spec``: its
+    DNASpec, when the caller has it."""
+    size = (spec or dna_spec(space)).space_size
     return math.inf if size is None or size < 0 else float(size)
 
 
@@ -51,7 +52,8 @@ class TrialRunner:
         self.study = study
         self.space = study.space
         self.spec = dna_spec(self.space)
-        self.size = space_size(self.space)
+        self.size = space_size(self.space, self.spec)
+        self.template = pg.template(self.space)   # decodes a DNA into a recipe (pg.materialize, minus its set-up)
         self.task = study.task
         self.multi = study.objective.multi
         self.device = device
@@ -86,7 +88,7 @@ class TrialRunner:
         original = self._original(trial)
         if original is not None:
             return self._repeat(trial, original, pg.to_json_str(dna))
-        recipe = pg.materialize(self.space, dna)
+        recipe = self.template.decode(dna)
         # one write: what the trial is, stored before it trains (a failure keeps it)
         records.put_many(self.storage, trial, {records.DNA: pg.to_json_str(dna), records.RECIPE: recipe.to_json_str(),
                                                records.LABELS: recipe.labels()})

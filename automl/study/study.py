@@ -287,7 +287,7 @@ class Study:
             spec = dna_spec(space)
             for t in self.trials():  # a PyGlove sampler recovers from these: check them before any trial
                 stored_proposal(self.name, t, spec)
-            size = loop.space_size(space)
+            size = loop.space_size(space, spec)
             if loop.distinct_recipes(self.trials()) >= size:
                 raise loop.exhausted(self.name, size, 0, n_trials)
             self.optuna.sampler = make_sampler(algorithm, space, seed, multi)
