@@ -98,6 +98,20 @@ def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
         records.put_many(storage, trial, metrics={"metric1": 0.0})
 
 
+def test_a_disabled_progress_bar_costs_nothing_and_a_shown_one_reports_the_best(studies, monkeypatch, capsys):
+    import tqdm.auto
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("a progress bar was built with progress=False")
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(tqdm.auto, "tqdm", no_bar)
+        automl.search(space, task="digits", n_trials=1, study_name="bar", progress=False)
+    study = automl.search(space, task="digits", n_trials=1, study_name="bar", progress=True)
+    best = max(t.value for t in study.trials())
+    assert f"best={best:.4f}" in capsys.readouterr().err
+
+
 def test_workers_split_the_trials_and_the_cores():
     from automl.errors import SearchSpaceError
     from automl.study.workers import LocalWorkers
