@@ -110,19 +110,23 @@ def load_trained_states(store, trial: optuna.trial.FrozenTrial, subtasks: list[s
     return [{k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == sub} for sub in subtasks]
 
 
-def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str]) -> None:
+def prune_artifacts(store, study: optuna.Study, keep: int, removed: set[str],
+                    trials: list[optuna.trial.FrozenTrial] | None = None) -> None:
     """Remove stored weights of finished trials no longer among the best (``keep`` by score, or
     the Pareto front). A finished trial's attributes are frozen, so a removed artifact is simply
     absent from the store (:func:`load_trained_states` then returns ``None``); its dashboard
     listing is unlinked first (:func:`unlink`). ``removed`` holds the ids already removed (or
-    found gone), so each is tried once."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    found gone), so each is tried once. ``trials``: the study's trials, when the caller has just
+    read them (else they are read here, once)."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(study.directions) > 1:
         best = {t.number for t in study.best_trials}
     else:
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         best = {t.number for t in sorted(done, key=lambda t: t.value, reverse=reverse)[:keep]}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         try:
             artifact_id = records.artifact_id(study.study_name, t)
         except AutomlError:

@@ -16,11 +16,12 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Sequence
 
 from automl.errors import AutomlError, SearchSpaceError
+
+if TYPE_CHECKING:
+    import pandas as pd   # imported by the commands that print tables: a worker starts without it
 
 SPACES_PACKAGE = "search_spaces"
 
@@ -133,6 +134,7 @@ def _print_board(study, table: pd.DataFrame, args: argparse.Namespace, extra: li
 
 
 def _print_frame(frame: pd.DataFrame) -> None:
+    import pandas as pd
     if frame.empty:
         print("(no completed trials)")
         return
@@ -143,22 +145,46 @@ def _print_frame(frame: pd.DataFrame) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     import automl
-    from automl.study import Heartbeat
-    module = load_space_module(args.space)
-    task = load_task(args.task) if args.task else getattr(module, "TASK", "digits")
-    objective = getattr(module, "OBJECTIVE", None)
+    from automl.study.workers import LocalWorkers, machine_cores, parallel_storage
     name = args.study or Path(args.space).stem.split(".")[-1]
-    heartbeat = None
-    if args.heartbeat is not None or args.grace is not None:
-        heartbeat = Heartbeat(interval=args.heartbeat or 20, grace=args.grace or 60)
-    # the space module is yours (you ran it): its classes may be stored; others need --trust
-    trusted = _trusted(args) + [module.__name__]
-    study = automl.search(module.SPACE, task=task, objective=objective, algorithm=args.algorithm,
-                          n_trials=args.trials, study_name=name, storage=args.storage, seed=args.seed,
-                          pruner=args.pruner, timeout=args.timeout, progress=not args.quiet,
-                          device=args.device, trusted=trusted, heartbeat=heartbeat)
+    plan = LocalWorkers(args.workers, args.trials, machine_cores())
+    storage = args.storage if args.storage or plan.workers == 1 else parallel_storage(name)
+    # the other workers start first, each creating-or-resuming the same study, while this one imports
+    workers = plan.start(_worker_argv(args, name, storage))
+    try:
+        from automl.devices import set_cpu_threads
+        from automl.study import Heartbeat
+        set_cpu_threads(args.threads if args.threads is not None else plan.threads if workers.processes else 1)
+        module = load_space_module(args.space)
+        task = load_task(args.task) if args.task else getattr(module, "TASK", "digits")
+        objective = getattr(module, "OBJECTIVE", None)
+        heartbeat = None
+        if args.heartbeat is not None or args.grace is not None:
+            heartbeat = Heartbeat(interval=args.heartbeat or 20, grace=args.grace or 60)
+        # the space module is yours (you ran it): its classes may be stored; others need --trust
+        trusted = _trusted(args) + [module.__name__]
+        study = automl.search(module.SPACE, task=task, objective=objective, algorithm=args.algorithm,
+                              n_trials=plan.shares[0], study_name=name, storage=storage, seed=args.seed,
+                              pruner=args.pruner, timeout=args.timeout, progress=not args.quiet,
+                              device=args.device, trusted=trusted, heartbeat=heartbeat)
+    except BaseException:
+        workers.stop()
+        raise
+    workers.wait()
     print(f"study {study.name!r}: {len(study.trials())} trials in {study.storage_url}")
     _print_board(study, study.leaderboard(top=args.top), args)
+
+
+def _worker_argv(args: argparse.Namespace, name: str, storage: str) -> list[str]:
+    """``automl search`` arguments of one more worker of this search (trials and threads apart)."""
+    argv = ["search", args.space, "--study", name, "--storage", storage, "--algorithm", args.algorithm,
+            "--seed", str(args.seed)]
+    for option in ("task", "pruner", "timeout", "device", "heartbeat", "grace"):
+        if getattr(args, option) is not None:
+            argv += [f"--{option}", str(getattr(args, option))]
+    for module in _trusted(args):
+        argv += ["--trust", module]
+    return argv
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -212,6 +238,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_studies(args: argparse.Namespace) -> None:
     from automl.study import list_studies
     rows = list_studies(args.storage)
+    import pandas as pd
     if rows:
         _print_frame(pd.DataFrame(rows))
     else:
@@ -268,13 +295,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_non_negative_int, default=1, metavar="N",
+def _threads(p: argparse.ArgumentParser, default: int | None = 1) -> None:
+    p.add_argument("--threads", type=_non_negative_int, default=default, metavar="N",
                    help="torch CPU threads of this process (default 1: one per worker, so several workers "
-                        "on one machine don't contend; 0: torch's default, every core)")
+                        "on one machine don't contend; with search --workers N: cores/N; 0: torch's "
+                        "default, every core)")
 
 
-def _running(p: argparse.ArgumentParser) -> None:
+def _running(p: argparse.ArgumentParser, threads: int | None = 1) -> None:
     from automl.sampling.samplers import ALGORITHMS
     p.add_argument("--trials", type=_positive_int, default=20, help="new recipes to try (default 20)")
     p.add_argument("--algorithm", default="tpe", choices=sorted(ALGORITHMS), metavar="NAME",
@@ -284,7 +312,7 @@ def _running(p: argparse.ArgumentParser) -> None:
                    help="prune unpromising trials (single-objective studies only)")
     p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    _threads(p)
+    _threads(p, threads)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--heartbeat", type=_positive_int, default=None, metavar="SECONDS",
                    help="heartbeat interval of running trials (default 20)")
@@ -356,7 +384,10 @@ def parser() -> argparse.ArgumentParser:
                    help="built-in task name or MODULE:ATTR (default: the module's TASK, else digits)")
     p.add_argument("--study", default=None, help="study name (default: the space module's name)")
     p.add_argument("--top", type=_positive_int, default=None, help="leaderboard rows to print")
-    _common(p), _running(p)
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="processes on this machine running the search together, sharing --trials and "
+                        "the cores (default 1; storage default with N > 1: journal:studies/STUDY.journal)")
+    _common(p), _running(p, threads=None)   # threads: 1, or cores/N with --workers N
     p.set_defaults(func=cmd_search)
 
     p = _sub(sub, "worker", "join an existing study and run more trials", """

@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from automl.adapters.base import AdapterLayer
@@ -258,6 +257,7 @@ def weight_matching(spec: PermutationSpec, params_a: dict[str, torch.Tensor], pa
             for key, axis in spec.perm_to_axes[p]:
                 w_b = _permute(b[key], axes_to_perm[key], perm, skip=axis)
                 similarity += a[key].movedim(axis, 0).reshape(n, -1) @ w_b.movedim(axis, 0).reshape(n, -1).t()
+            from scipy.optimize import linear_sum_assignment  # scipy only when a merge aligns
             _, cols = linear_sum_assignment(similarity.numpy(), maximize=True)
             cols = torch.from_numpy(cols)
             rows = torch.arange(n)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna exports it only privately
 from optuna.storages.journal import JournalStorage
+from optuna.storages.journal._storage import JournalOperation  # the journal's log op codes
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.study import records
@@ -55,3 +56,17 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return self._stale_callback
+
+    def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> None:
+        """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item as one append to the
+        journal file (one log entry per key, the format every Optuna reader replays) and one sync."""
+        worker = self._replay_result.worker_id
+        logs = [{"op_code": JournalOperation.SET_TRIAL_USER_ATTR, "worker_id": worker, "trial_id": trial_id,
+                 "user_attr": {key: value}} for key, value in user.items()]
+        logs += [{"op_code": JournalOperation.SET_TRIAL_SYSTEM_ATTR, "worker_id": worker, "trial_id": trial_id,
+                  "system_attr": {key: value}} for key, value in system.items()]
+        if not logs:
+            return
+        with self._thread_lock:
+            self._backend.append_logs(logs)
+            self._sync_with_backend()

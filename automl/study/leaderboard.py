@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import SearchSpaceError
@@ -20,6 +19,9 @@ from automl.metrics import LEADERBOARD_HEAD, LEADERBOARD_TAIL, is_metric
 from automl.metrics import direction as metric_direction
 from automl.objective import Objective
 from automl.study import records
+
+if TYPE_CHECKING:
+    import pandas as pd   # imported where a table is built: a worker never needs pandas
 
 LABEL_KEYS = ("adapter", "quant", "merge", "mitigation")
 # short names in the recipe line; a searched value the label already shows is left out
@@ -130,6 +132,7 @@ def frame(trials: list[FrozenTrial], objective: Objective, pareto: set[int] = fr
         row["seconds"] = metrics.get("seconds", math.nan)
         row["recipe"] = recipe_line(t)
         rows.append(row)
+    import pandas as pd
     table = pd.DataFrame(rows)
     if len(subtask_metrics) <= 1 and not table.empty:
         table = table.drop(columns=subtask_metrics)
@@ -171,6 +174,7 @@ def leaderboard(trials: list[FrozenTrial], objective: Objective, top: int | None
     """Rows of ``trials`` best first (by score; a multi-objective study: Pareto members first,
     then by the first objective; or by ``sort``), indexed by ``rank`` (1 = best). Rows without
     the sorted value (failed, pruned) come last, by trial number."""
+    import pandas as pd
     table = frame(trials, objective, pareto, with_state)
     if table.empty:
         return table

@@ -38,9 +38,10 @@ def distinct_recipes(trials: list[FrozenTrial]) -> int:
                 if t.state in _TRIED and t.params and records.get(t, records.DUPLICATE_OF) is None})
 
 
-def space_size(space: Any) -> float:
-    """How many recipes the space holds (``inf`` with a continuous decision)."""
-    size = dna_spec(space).space_size
+def space_size(space: Any, spec: pg.geno.Space | None = None) -> float:
+    """How many recipes the space holds (``inf`` with a continuous decision); ``spec``: its
+    DNASpec, when the caller has it."""
+    size = (spec or dna_spec(space)).space_size
     return math.inf if size is None or size < 0 else float(size)
 
 
@@ -51,7 +52,8 @@ class TrialRunner:
         self.study = study
         self.space = study.space
         self.spec = dna_spec(self.space)
-        self.size = space_size(self.space)
+        self.size = space_size(self.space, self.spec)
+        self.template = pg.template(self.space)   # decodes a DNA into a recipe (pg.materialize, minus its set-up)
         self.task = study.task
         self.multi = study.objective.multi
         self.device = device
@@ -59,6 +61,9 @@ class TrialRunner:
         self.added = 0
         self.repeats_in_a_row = 0
         self.fatal: StudyError | None = None
+        # writes go to the storage itself (Optuna wraps an RDB storage in a read cache)
+        self.storage = getattr(study, "_raw_storage", None) or study.optuna._storage
+        self.trials: list[FrozenTrial] = []   # the study's trials as of the last finished trial
 
     # -- the objective ----------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -79,27 +84,26 @@ class TrialRunner:
             raise
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        optuna_study = trial.study
         dna = suggest(trial, self.space, self.spec)
-        records.put(optuna_study, trial, records.DNA, pg.to_json_str(dna))
         original = self._original(trial)
         if original is not None:
-            return self._repeat(trial, original)
-        recipe = pg.materialize(self.space, dna)
-        records.put(optuna_study, trial, records.RECIPE, recipe.to_json_str())
-        records.put(optuna_study, trial, records.LABELS, recipe.labels())
+            return self._repeat(trial, original, pg.to_json_str(dna))
+        recipe = self.template.decode(dna)
+        # one write: what the trial is, stored before it trains (a failure keeps it)
+        records.put_many(self.storage, trial, {records.DNA: pg.to_json_str(dna), records.RECIPE: recipe.to_json_str(),
+                                               records.LABELS: recipe.labels()})
         # intermediate values only when a pruner can use them (evaluating costs time on big models)
         pruning = not self.multi and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         result = fit(recipe, self.task, device=self.device, report=_reporter(trial) if pruning else None)
-        for key, value in result.metrics.items():
-            trial.set_user_attr(key, value)
+        records.put_many(self.storage, trial, metrics=result.metrics)   # one write for every metric
         save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],
                             result.trained_states)
         return self.study.objective.values(result)
 
     def _original(self, trial: optuna.Trial) -> FrozenTrial | None:
         """An earlier trial (any worker) with exactly this trial's parameters that is completed,
-        running or queued, and not itself a repeat."""
+        running or queued, and not itself a repeat (read fresh: another worker may have just
+        started the same recipe)."""
         params = trial.params
         for t in trial.study.get_trials(deepcopy=False, states=_TRIED):
             if (t.number < trial.number and t.params == params
@@ -107,27 +111,28 @@ class TrialRunner:
                 return t
         return None
 
-    def _repeat(self, trial: optuna.Trial, original: FrozenTrial) -> float | tuple[float, ...]:
+    def _repeat(self, trial: optuna.Trial, original: FrozenTrial, dna: str) -> float | tuple[float, ...]:
         """Don't train a recipe twice (Optuna FAQ): a completed one's result is reused; one still
         running elsewhere makes this trial PRUNED. Either way it is marked ``duplicate_of``."""
-        optuna_study = trial.study
-        records.put(optuna_study, trial, records.DUPLICATE_OF, original.number)
+        system: dict[str, Any] = {records.DNA: dna, records.DUPLICATE_OF: original.number}
         if original.state != TrialState.COMPLETE:
+            records.put_many(self.storage, trial, system)
             raise optuna.TrialPruned(f"same recipe as trial {original.number}, which is still running")
         for key in (records.RECIPE, records.LABELS):
             value = records.get(original, key)
             if value is not None:
-                records.put(optuna_study, trial, key, value)
-        for key, value in records.metrics(original).items():
-            trial.set_user_attr(key, value)
+                system[key] = value
+        records.put_many(self.storage, trial, system, records.metrics(original))
         return original.value if len(original.values) == 1 else tuple(original.values)
 
     # -- the callback -----------------------------------------------------------------------
     def after(self, optuna_study: optuna.Study, trial: FrozenTrial) -> None:
-        """Count new recipes, prune stored weights, stop when done or when nothing new is left."""
+        """Count new recipes, prune stored weights, stop when done or when nothing new is left.
+        One read of the study's trials serves them all (and the progress bar: :attr:`trials`)."""
+        self.trials = optuna_study.get_trials(deepcopy=False)
         if trial.state == TrialState.COMPLETE:
             prune_artifacts(self.study.artifact_store, optuna_study, self.study.keep_artifacts,
-                            self.study._removed_artifacts)
+                            self.study._removed_artifacts, trials=self.trials)
         if records.get(trial, records.DUPLICATE_OF) is not None:
             self.repeats_in_a_row += 1
         else:
@@ -136,8 +141,7 @@ class TrialRunner:
         if self.added >= self.n_new or self.fatal is not None:
             optuna_study.stop()
             return
-        trials = optuna_study.get_trials(deepcopy=False)
-        if distinct_recipes(trials) >= self.size:
+        if distinct_recipes(self.trials) >= self.size:
             self.fatal = exhausted(self.study.name, self.size, self.added, self.n_new)
             optuna_study.stop()
         elif self.repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:

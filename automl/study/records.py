@@ -54,6 +54,22 @@ def put(study: optuna.Study, trial: "optuna.Trial | FrozenTrial", key: str, valu
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
+def put_many(storage: Any, trial: "optuna.Trial | FrozenTrial", system: dict[str, Any] | None = None,
+             metrics: dict[str, Any] | None = None) -> None:
+    """Store bookkeeping values (system attributes) and metrics (user attributes, one per metric,
+    as before) on a running trial in one storage round trip where the storage can batch (automl's
+    RDB and journal storages: :meth:`set_trial_attrs`), else one write per key."""
+    system, metrics = dict(system or {}), dict(metrics or {})
+    batch = getattr(storage, "set_trial_attrs", None)
+    if batch is not None:
+        batch(trial._trial_id, metrics, system)
+        return
+    for key, value in system.items():
+        storage.set_trial_system_attr(trial._trial_id, key, value)
+    for key, value in metrics.items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
 def metrics(trial: FrozenTrial) -> dict[str, Any]:
     """A trial's metrics (its user attributes, minus bookkeeping older studies kept there)."""
     return {k: v for k, v in trial.user_attrs.items() if k not in _LEGACY}

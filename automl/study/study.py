@@ -16,16 +16,14 @@ import time
 import warnings
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 import pyglove as pg
 import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
-from tqdm.auto import tqdm
 
 from automl.artifacts import default_store, load_trained_states
 from automl.devices import check_device
@@ -48,6 +46,9 @@ from automl.study.storage import Heartbeat, default_storage, mask_url, open_stor
 from automl.symbolic import NEVER_TRUSTED, Trusted, fingerprint, load_symbolic, trusted_modules
 from automl.tasks import BUILTIN, Task, resolve
 from automl.trainer import fit
+
+if TYPE_CHECKING:
+    import pandas as pd   # the leaderboard builds its tables: a worker never imports pandas
 
 PRUNERS = {
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
@@ -96,6 +97,27 @@ def _guard_storage(url: str):
                 raise storage_error(error, url) from None
             return False
     return _Guard()
+
+
+class ProgressBar:
+    """The progress bar of :meth:`Study.optimize` (a callback after the runner's): new recipes
+    added, and the best score among the trials the runner just read (no read of its own)."""
+
+    def __init__(self, name: str, total: int, runner: loop.TrialRunner, multi: bool):
+        from tqdm.auto import tqdm  # only when a bar is shown
+        self.runner, self.total, self.multi = runner, total, multi
+        self.bar = tqdm(total=total, desc=name, unit="trial")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.bar.n = min(self.runner.added, self.total)
+        if not self.multi and trial.state == TrialState.COMPLETE:
+            values = [t.value for t in self.runner.trials if t.state == TrialState.COMPLETE]
+            best = max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+            self.bar.set_postfix(best=f"{best:.4f}")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class Study:
@@ -183,8 +205,9 @@ class Study:
                 raise StudyError(f"study {name!r} in {mask_url(url)} already has trials but was not created by "
                                  f"automl; use another study name.")
             else:
+                # the space's hash last: a process creating the same study at the same moment
+                # (``--workers N``) that finds the hash finds everything else written
                 records.study_put(study, records.SPACE, space.to_json_str())
-                records.study_put(study, records.SPACE_HASH, spec_hash)
                 records.study_put(study, records.OBJECTIVE, objective.to_json_str())
                 records.study_put(study, records.TASK, task_obj.name)
                 with warnings.catch_warnings():  # experimental in Optuna; names "Objective 0" in dashboards
@@ -193,6 +216,7 @@ class Study:
                 if task_obj.name not in BUILTIN:
                     records.study_put(study, records.TASK_REF,
                                       f"{type(task_obj).__module__}:{type(task_obj).__qualname__}")
+                records.study_put(study, records.SPACE_HASH, spec_hash)
         created = cls(study, url, task_obj, artifact_store, trusted=trusted)
         created._raw_storage = store
         return created
@@ -272,27 +296,21 @@ class Study:
             spec = dna_spec(space)
             for t in self.trials():  # a PyGlove sampler recovers from these: check them before any trial
                 stored_proposal(self.name, t, spec)
-            size = loop.space_size(space)
+            size = loop.space_size(space, spec)
             if loop.distinct_recipes(self.trials()) >= size:
                 raise loop.exhausted(self.name, size, 0, n_trials)
             self.optuna.sampler = make_sampler(algorithm, space, seed, multi)
             self.optuna.pruner = _pruner(pruner)
             self._writable()
             runner = loop.TrialRunner(self, n_trials, device)
-            bar = tqdm(total=n_trials, disable=not progress, desc=self.name, unit="trial")
-
-            def show(study: optuna.Study, trial: FrozenTrial) -> None:
-                bar.n = min(runner.added, n_trials)
-                if not multi and trial.state == TrialState.COMPLETE:
-                    bar.set_postfix(best=f"{study.best_value:.4f}")
-                bar.refresh()
-
+            bar = ProgressBar(self.name, n_trials, runner, multi) if progress else None
             try:
                 with optuna_quiet():
                     self.optuna.optimize(runner, n_trials=None, timeout=timeout, catch=(AutomlError,),
-                                         callbacks=[runner.after, show], gc_after_trial=False)
+                                         callbacks=[runner.after] + ([bar] if bar else []), gc_after_trial=False)
             finally:
-                bar.close()
+                if bar is not None:
+                    bar.close()
         if runner.fatal is not None:
             raise runner.fatal
         return self

@@ -14,6 +14,7 @@ per-task classification heads: see :class:`DigitsMultitask`.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from functools import cached_property
 from typing import Any, Callable, Iterator
@@ -48,17 +49,39 @@ class _DigitsData:
     """The split and standardization shared by every digits task (loaded once per process)."""
 
     def __init__(self) -> None:
+        arrays = self._load()
+        self.images, self.labels = arrays["images"], arrays["labels"]
+        self.train_idx, self.test_idx = arrays["train_idx"], arrays["test_idx"]
+        flat = self.images[self.train_idx].reshape(len(self.train_idx), -1)
+        self.mean = flat.mean(0)
+        self.std = np.where(flat.std(0) > 0, flat.std(0), 1.0).astype(np.float32)
+
+    @staticmethod
+    def _load() -> dict[str, np.ndarray]:
+        """Images, labels and the split, cached as safetensors beside the pretrained model: a
+        worker then starts without importing scikit-learn (and with it scipy and pandas), which
+        cost a quarter of a worker's start-up. The cache is keyed by scikit-learn's version."""
+        from importlib.metadata import version
+
+        from safetensors.numpy import load_file as load_arrays
+        from safetensors.numpy import save_file as save_arrays
+        path = cache_dir("tasks") / f"digits-data-sklearn{version('scikit-learn')}.safetensors"
+        if path.exists():
+            try:
+                return load_arrays(str(path))   # tensors only, never pickle
+            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+                pass
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
         digits = load_digits()
         images, labels = digits.images.astype(np.float32), digits.target.astype(np.int64)
-        idx = np.arange(len(labels))
-        self.train_idx, self.test_idx = train_test_split(idx, test_size=0.3, stratify=labels, random_state=0)
-        self.images, self.labels = images, labels
-        flat = images[self.train_idx].reshape(len(self.train_idx), -1)
-        self.mean = flat.mean(0)
-        self.std = np.where(flat.std(0) > 0, flat.std(0), 1.0).astype(np.float32)
+        train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.3, stratify=labels, random_state=0)
+        arrays = {"images": images, "labels": labels, "train_idx": train_idx, "test_idx": test_idx}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        tmp.replace(path)
+        return arrays
 
     def split(self, which: str, transform: Callable[[np.ndarray], np.ndarray] | None = None,
               shift: int = 0) -> Data:

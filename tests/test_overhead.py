@@ -1,0 +1,158 @@
+"""Cutting per-trial overhead changes no result: a small fixed-seed digits study stores the same
+metrics, objective values, bookkeeping and leaderboard as the fixture recorded from the code
+before the rewrite (``python tests/test_overhead.py`` re-records it — only ever from a
+trusted, unchanged checkout); a trial's metrics (one user attribute each, as before) and its
+bookkeeping are one storage write."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import optuna
+import pyglove as pg
+import pytest
+
+import automl
+from automl import adapters
+
+FIXTURE = Path(__file__).parent / "data" / "overhead_study.json"
+SPACE = automl.Recipe(
+    adapter=pg.oneof([adapters.LoRA(rank=pg.oneof([1, 2])), adapters.FullFineTune()]),
+    lr=pg.oneof([1e-3, 3e-3]),
+    steps=30,
+)
+N_TRIALS = 5
+TIMINGS = {"seconds", "train_seconds"}                 # wall-clock metrics: never reproducible
+PER_RUN = {"automl:artifact", "automl:heartbeat"}      # random ids and times (and "artifacts:<id>")
+
+
+def snapshot(study) -> dict:
+    """What the study stored, minus timings and random ids, as JSON-ready data."""
+    trials = []
+    for t in study.trials():
+        trials.append({
+            "number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+            "metrics": {k: v for k, v in study.metrics(t.number).items() if k not in TIMINGS},
+            "system_attrs": {k: v for k, v in sorted(t.system_attrs.items()) 
+                             if k not in PER_RUN and not k.startswith("artifacts:")},
+            "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
+        })
+    board = study.leaderboard().drop(columns=["seconds"]).reset_index(names="position")
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in board.to_dict(orient="records")]
+    return {"trials": trials, "leaderboard_columns": list(board.columns), "leaderboard": rows}
+
+
+def run_study(name: str):
+    return automl.search(SPACE, task="digits", algorithm="tpe", n_trials=N_TRIALS, study_name=name,
+                         seed=0, progress=False)
+
+
+def _close(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{where}: {a} != {b}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(b, (int, float)) and abs(a - b) <= 1e-12, f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_a_fixed_seed_study_stores_what_it_stored_before_the_rewrite(studies):
+    expected = json.loads(FIXTURE.read_text())
+    got = json.loads(json.dumps(snapshot(run_study("overhead"))))   # the same JSON round trip
+    _close(got, expected, "study")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
+    from automl.study import open_storage, records
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/s.log"
+    storage = open_storage(url, write=True)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    writes = []
+    if kind == "sqlite":
+        from sqlalchemy import event
+        event.listen(storage.engine, "commit", lambda *_: writes.append(1))
+    else:
+        append = storage._backend.append_logs
+        storage._backend.append_logs = lambda logs: writes.append(1) or append(logs)
+    metrics = {f"metric{i}": i / 7 for i in range(25)}
+    records.put_many(storage, trial, {records.DNA: "[1]", records.LABELS: {"adapter": "LoRA"}}, metrics)
+    assert len(writes) == 1
+    stored = storage.get_trial(trial._trial_id)
+    assert records.metrics(stored) == metrics and stored.user_attrs == metrics
+    assert records.get(stored, records.LABELS) == {"adapter": "LoRA"}
+    records.put_many(storage, trial, metrics={"metric0": -1.0})          # a key written again is replaced
+    assert storage.get_trial(trial._trial_id).user_attrs["metric0"] == -1.0
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):     # a finished trial is frozen
+        records.put_many(storage, trial, metrics={"metric1": 0.0})
+
+
+def test_a_disabled_progress_bar_costs_nothing_and_a_shown_one_reports_the_best(studies, monkeypatch, capsys):
+    import tqdm.auto
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("a progress bar was built with progress=False")
+    space = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2])), steps=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(tqdm.auto, "tqdm", no_bar)
+        automl.search(space, task="digits", n_trials=1, study_name="bar", progress=False)
+    study = automl.search(space, task="digits", n_trials=1, study_name="bar", progress=True)
+    best = max(t.value for t in study.trials())
+    assert f"best={best:.4f}" in capsys.readouterr().err
+
+
+def test_workers_split_the_trials_and_the_cores():
+    from automl.errors import SearchSpaceError
+    from automl.study.workers import LocalWorkers
+    assert LocalWorkers(3, 10, 8).shares == [4, 3, 3] and LocalWorkers(3, 10, 8).threads == 2
+    assert LocalWorkers(4, 2, 16).shares == [1, 1] and LocalWorkers(4, 2, 16).threads == 8
+    assert LocalWorkers(2, 5, 1).threads == 1                            # at least one thread each
+    with pytest.raises(SearchSpaceError, match="workers must be a positive integer"):
+        LocalWorkers(0, 5, 2)
+
+
+def test_search_with_two_workers_runs_two_processes_on_one_journal_study(tmp_path):
+    import os
+    import subprocess
+
+    from optuna.storages.journal._storage import JournalOperation
+
+    from automl.study import Study
+    automl.tasks.get("digits").pretrained_model()       # cached for the workers (session studies folder)
+    space = tmp_path / "two_workers.py"
+    space.write_text("import pyglove as pg\nimport automl\nfrom automl import adapters\n"
+                     "SPACE = automl.Recipe(adapter=adapters.LoRA(rank=pg.oneof([1, 2, 4, 8])), "
+                     "lr=pg.floatv(1e-3, 1e-2, scale='log'), steps=10)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-m", "automl.cli", "search", str(space), "--workers", "2",
+                           "--trials", "3", "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    journal = Path(os.environ["AUTOML_STUDIES"]) / "two_workers.journal"
+    assert f"journal:{journal}" in done.stdout
+    assert len(Study.load("two_workers", storage=f"journal:{journal}").leaderboard()) == 3   # 2 + 1 new recipes
+    logs = [json.loads(line) for line in journal.read_text().splitlines()]
+    creators = {log["worker_id"] for log in logs if log["op_code"] == JournalOperation.CREATE_TRIAL}
+    assert len(creators) == 2                             # both processes ran trials
+
+
+if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged checkout only)
+    import os
+    import tempfile
+    os.environ["AUTOML_STUDIES"] = tempfile.mkdtemp()
+    import torch
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    FIXTURE.write_text(json.dumps(snapshot(run_study("overhead")), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}", file=sys.stderr)
