@@ -39,7 +39,8 @@ def snapshot(study) -> dict:
                              if k not in PER_RUN and not k.startswith("artifacts:")},
             "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
         })
-    board = study.leaderboard().drop(columns=["seconds"]).reset_index(names="position")
+    # the leaderboard's display-only "recipe" column (issue 12) came after the fixture
+    board = study.leaderboard().drop(columns=["seconds", "recipe"], errors="ignore").reset_index(names="position")
     rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
             for row in board.to_dict(orient="records")]
     return {"trials": trials, "leaderboard_columns": list(board.columns), "leaderboard": rows}
