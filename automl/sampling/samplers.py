@@ -75,3 +75,5 @@ def make_sampler(algorithm: str | pg.DNAGenerator | optuna.samplers.BaseSampler,
     if isinstance(algorithm, optuna.samplers.BaseSampler):
         return algorithm
     return ALGORITHMS[algorithm](space, seed, multi_objective)
+
+DEFAULT_ALGORITHM = "tpe"
