@@ -7,7 +7,8 @@ many seeds in minutes. Per space and algorithm this prints the median, over the 
 number of trials (new recipes tried, repeats not counted) until a recipe in the top 1 % and in
 the top 5 % of the table (by the space's objective score) was found, and the ratio of random's
 median to it (> 1: fewer trials than random). A run stops at its first top-1 % recipe, or after
-``--cap`` trials (then it counts as not found: "> cap").
+``--cap`` trials (then it counts as not found: "> cap"). Studies go to Optuna journal files in a temporary folder
+(in memory under /dev/shm where there is one).
 
     python benchmarks/search_efficiency.py                      # the evaluation seeds 0..19
     python benchmarks/search_efficiency.py --first-seed 1000    # other seeds, for tuning defaults
@@ -83,7 +84,8 @@ def run(space, task: Tabular, objective, algorithm: str, seed: int, cap: int, go
     """Search in chunks of ``CHUNK`` trials until a recipe reaches ``goal``, ``cap`` recipes
     were tried, or the space is exhausted (resuming a study keeps its history)."""
     maximize = objective.directions[0] == "maximize"
-    study = automl.Study.create(name, space, task, objective)
+    storage = f"journal:{os.environ['AUTOML_STUDIES']}/{name}.log"  # Optuna's journal file: fast appends
+    study = automl.Study.create(name, space, task, objective, storage=storage)
     while True:
         tried = sum(records.get(t, records.DUPLICATE_OF) is None for t in study.trials())
         if tried >= cap or trials_to(study, goal, maximize) < math.inf:
