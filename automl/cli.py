@@ -200,10 +200,11 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
 
 def cmd_tabulate(args: argparse.Namespace) -> None:
-    from automl.tasks.tabular import tabulate
+    from automl.tasks.tabular import Table, tabulate
     module = load_space_module(args.space)
     task = load_task(args.task) if args.task else getattr(module, "TASK", "digits")
-    table = tabulate(module.SPACE, task, device=args.device, progress=not args.quiet, workers=args.workers)
+    reuse = Table.load(args.reuse) if args.reuse else None
+    table = tabulate(module.SPACE, task, device=args.device, progress=not args.quiet, workers=args.workers, reuse=reuse)
     failed = sum(row.error is not None for row in table.rows.values())
     print(f"wrote {table.save(args.out)}: {len(table)} recipes on task {table.task!r} ({failed} failed to train)")
 
@@ -334,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the table to write (JSON)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--workers", type=_positive_int, default=1, help="recipes trained at once, in forked processes (default 1)")
+    p.add_argument("--reuse", default=None, metavar="TABLE", help="a table of the same task whose recipes are not trained again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _threads(p)
     p.set_defaults(func=cmd_tabulate)

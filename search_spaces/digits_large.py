@@ -19,7 +19,7 @@ SPACE = automl.Recipe(
         adapters.RsLoRA(rank=pg.oneof([2, 8]), alpha=pg.oneof([4.0, 16.0])),              # 4
         adapters.PiSSA(rank=pg.oneof([2, 4, 8])),                                         # 3
         adapters.DoRA(rank=pg.oneof([2, 4, 8])),                                          # 3
-        adapters.SVFit(rank=pg.oneof([8, 16])),                                           # 2
+        adapters.SVFit(rank=pg.oneof([4, 8])),                                            # 2 (≤ 10: the head is 10 wide)
         adapters.FullFineTune(),                                                          # 1
     ]),
     quant=pg.oneof([quant.Quantization(), quant.Quantization(bits=pg.oneof([8, 4, 1.58]))]),  # 4

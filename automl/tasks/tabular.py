@@ -163,12 +163,18 @@ def recipes(space: Recipe) -> Iterator[tuple[Recipe, dict[str, Any]]]:
 
 
 def tabulate(space: Recipe, task: str | Task, device: str | torch.device | None = None,
-             progress: bool = True, workers: int = 1) -> Table:
+             progress: bool = True, workers: int = 1, reuse: Table | None = None) -> Table:
     """Train every recipe of the finite ``space`` once on ``task`` (``fit``) into a :class:`Table`,
     in ``workers`` forked processes (CPU). A recipe whose training raises an
-    :class:`AutomlError` is kept with that error."""
+    :class:`AutomlError` is kept with that error. ``reuse``: a table of the same task whose rows
+    are taken as they are for the recipes it holds (after a change to the space, only new
+    recipes train)."""
     task = resolve(task)
-    todo = list(recipes(space))
+    if reuse is not None and reuse.task != task.name:
+        raise SearchSpaceError(f"the table to reuse was made on task {reuse.task!r}, not {task.name!r}.")
+    known = reuse.rows if reuse is not None else {}
+    every = [(fingerprint(recipe), recipe, params) for recipe, params in recipes(space)]
+    todo = [(recipe, params) for key, recipe, params in every if key not in known]
     task.pretrained_model()  # built once, before any recipe (and any fork), so `seconds` are the recipe's own
     _JOB[:] = [todo, task, device]
     try:
@@ -180,8 +186,9 @@ def tabulate(space: Recipe, task: str | Task, device: str | torch.device | None 
             outcomes = [_train(i) for i in tqdm(range(len(todo)), disable=not progress, desc="tabulate", unit="recipe")]
     finally:
         _JOB.clear()
-    rows = {fingerprint(recipe): Row(params, metrics, error)
-            for (recipe, params), (metrics, error) in zip(todo, outcomes)}
+    trained = {fingerprint(recipe): Row(params, metrics, error) for (recipe, params), (metrics, error) in zip(todo, outcomes)}
+    rows = {key: trained[key] if key in trained else Row(params, known[key].metrics, known[key].error)
+            for key, _, params in every}
     return Table(task.name, fingerprint(space), rows)
 
 
