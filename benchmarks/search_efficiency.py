@@ -112,7 +112,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="0: the evaluation seeds; tune on others")
     parser.add_argument("--cap", type=int, default=300, help="most trials per run")
     args = parser.parse_args()
-    algorithms = args.algorithms or ["random"] + [a for a in ALGORITHMS if a not in SKIPPED and a != "random"]
+    first, last = ["random", "pyglove-random", "tpe", "evolution"], ["gp"]  # GP's trials are the slowest
+    algorithms = args.algorithms or first + [a for a in ALGORITHMS if a not in SKIPPED + tuple(first + last)] + last
     print(machine())
     print(f"default algorithm: {DEFAULT_ALGORITHM}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; "
           f"cap {args.cap} trials; times are wall seconds on this (shared) machine")

@@ -35,11 +35,12 @@ def space_size(space: Any) -> float:
 
 
 def startup_trials(size: float) -> int:
-    """Random trials before TPE models the study: Optuna's 10 on a continuous space; on a finite
-    one ⌈size^(1/3)⌉, between 3 and 10 (4 for 30–64 recipes, 5 for 91, 10 for 1,000)."""
+    """Random trials before TPE models the study: Optuna's 10 on a continuous space; on a finite one
+    4, fewer for a space of under 48 recipes (⌈size / 16⌉, at least 2). On the tabular benchmarks
+    (91 and 1,000 recipes) 4 found a top recipe in fewer trials than 5, 8 or 10."""
     if math.isinf(size):
         return 10
-    return int(min(10, max(3, math.ceil(round(size ** (1 / 3), 6)))))
+    return int(min(4, max(2, math.ceil(size / 16))))
 
 
 def evolution_sizes(size: float) -> tuple[int, int]:
