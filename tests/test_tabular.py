@@ -129,7 +129,8 @@ def test_tabulate_refuses_an_infinite_space(studies, tmp_path, capsys):
 
 def test_search_on_a_tabular_task_stores_trials_as_usual(studies, table_path):
     task = Tabular(table_path)
-    study = automl.search(SPACE, task=task, algorithm="random", n_trials=6, study_name="tab", progress=False, seed=0)
+    study = automl.search(SPACE, task=task, algorithm="random", n_trials=6, progress=False, seed=0)
+    assert study.name == "tabular-digits-search"
     trials = study.trials()
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and records.get(t, records.DUPLICATE_OF) is None]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
@@ -141,7 +142,7 @@ def test_search_on_a_tabular_task_stores_trials_as_usual(studies, table_path):
         assert t.user_attrs["accuracy"] == rows[automl.symbolic.fingerprint(recipe)].metrics["accuracy"]
     board = study.leaderboard()
     assert len(board) == 4 and {"score", "accuracy", "adapter"} <= set(board.columns)
-    reopened = automl.Study.load("tab", task=task)
+    reopened = automl.Study.load(study.name, task=task)
     assert reopened.reproduce(done[0].number).metrics["accuracy"] == done[0].user_attrs["accuracy"]
 
 

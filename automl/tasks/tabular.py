@@ -223,7 +223,7 @@ class Tabular(Task):
             raise SearchSpaceError(f"the table was made on task {self.table.task!r}, not {source.name!r}; "
                                    f"pass the task it was made on.")
         self.source = source
-        self.name = f"tabular:{source.name}"
+        self.name = f"tabular-{source.name}"
         self.trainable_modules = source.trainable_modules
         self.export_prefix = source.export_prefix
 
