@@ -156,13 +156,14 @@ def test_sampler_defaults_are_the_documented_ones():
     assert samplers.make_sampler("tpe", small.clone(override={"lr": pg.floatv(1e-4, 1e-2)}),
                                  seed=0).base._n_startup_trials == samplers.startup_trials(float("inf"))
     assert [samplers.startup_trials(n) for n in (6, 40, 91, 1000, float("inf"))] == [2, 3, 4, 4, 10]
-    assert [samplers.evolution_sizes(n) for n in (6, 91, 1000, float("inf"))] == [(4, 2), (5, 2), (16, 4), (10, 3)]
+    assert [samplers.evolution_sizes(n) for n in (6, 91, 1000, 10**6, float("inf"))] == \
+        [(10, 3), (10, 3), (16, 4), (32, 8), (10, 3)]
 
 
 def test_evolution_population_and_tournament_follow_the_space(monkeypatch):
     built = {}
     real = pg.evolution.regularized_evolution
     monkeypatch.setattr(pg.evolution, "regularized_evolution", lambda **kw: built.update(kw) or real(**kw))
-    large = SPACE.clone(override={"lr": pg.oneof([10 ** (-k / 10) for k in range(20, 60)])})
+    large = SPACE.clone(override={"lr": pg.oneof([10 ** (-k / 100) for k in range(200, 600)])})
     samplers.make_sampler("evolution", large, seed=0).base  # builds the generator
-    assert (built["population_size"], built["tournament_size"]) == samplers.evolution_sizes(120)
+    assert (built["population_size"], built["tournament_size"]) == samplers.evolution_sizes(1200) == (18, 4)

@@ -19,9 +19,10 @@ from automl.errors import SearchSpaceError
 from automl.sampling.pyglove_sampler import PyGloveSampler
 from automl.sampling.seeded import SeededSampler
 from automl.sampling.space import dna_spec
+
 DEFAULT_ALGORITHM = "tpe"
 EVOLUTION_POPULATION = 10
-"""Population of ``pyglove-nsga2``, and of ``evolution`` on a continuous space."""
+"""Population of ``pyglove-nsga2``, and the smallest of ``evolution``."""
 EVOLUTION_TOURNAMENT = 3
 TPE_EI_CANDIDATES = 64
 """Candidates TPE draws from its model of the good trials and scores per trial (Optuna's default
@@ -36,21 +37,22 @@ def space_size(space: Any) -> float:
 
 def startup_trials(size: float) -> int:
     """Random trials before TPE models the study: Optuna's 10 on a continuous space; on a finite one
-    4, fewer for a space of under 48 recipes (⌈size / 16⌉, at least 2). On the tabular benchmarks
-    (91 and 1,000 recipes) 4 found a top recipe in fewer trials than 5, 8 or 10."""
+    4, fewer for a space of under 48 recipes (⌈size / 16⌉, at least 2). On development seeds of the
+    tabular benchmarks, 4 needed fewer trials to a top recipe than 5 or 8 (91 recipes) and 10
+    (1,000 recipes)."""
     if math.isinf(size):
         return 10
     return int(min(4, max(2, math.ceil(size / 16))))
 
 
 def evolution_sizes(size: float) -> tuple[int, int]:
-    """Regularized evolution's (population, tournament) for a space of ``size`` recipes:
-    ⌈√size / 2⌉ between 4 and 32 (a population a fraction of what it can cover) and a tournament of a
-    quarter of it, at least 2; (10, 3) on a continuous space."""
+    """Regularized evolution's (population, tournament) for a space of ``size`` recipes: (10, 3) up
+    to 400 recipes and on a continuous space; a population of ⌈√size / 2⌉ (at most 32) with a
+    tournament of a quarter of it on larger spaces (16 and 4 for 1,000 recipes)."""
     if math.isinf(size):
         return EVOLUTION_POPULATION, EVOLUTION_TOURNAMENT
-    population = int(min(32, max(4, math.ceil(math.sqrt(size) / 2))))
-    return population, max(2, population // 4)
+    population = int(min(32, max(EVOLUTION_POPULATION, math.ceil(math.sqrt(size) / 2))))
+    return population, max(EVOLUTION_TOURNAMENT, population // 4)
 
 
 def _optuna(factory: Callable[[int | None], optuna.samplers.BaseSampler]) -> Callable[..., optuna.samplers.BaseSampler]:
