@@ -30,8 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("AUTOML_STUDIES", tempfile.mkdtemp(prefix="automl-efficiency-",
-                                                          dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+if "AUTOML_STUDIES" not in os.environ:  # a temporary folder, removed at exit
+    _STUDIES = tempfile.TemporaryDirectory(prefix="automl-efficiency-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    os.environ["AUTOML_STUDIES"] = _STUDIES.name
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
