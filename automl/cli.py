@@ -256,6 +256,16 @@ def cmd_replicate(args: argparse.Namespace) -> None:
     replicate(args.name, small=args.small, seeds=args.seeds, out=Path(args.out) if args.out else None)
 
 
+def cmd_tabulate(args: argparse.Namespace) -> None:
+    from automl.tasks.tabular import Table, tabulate
+    module = load_space_module(args.space)
+    task = load_task(args.task) if args.task else getattr(module, "TASK", "digits")
+    reuse = Table.load(args.reuse) if args.reuse else None
+    table = tabulate(module.SPACE, task, device=args.device, progress=not args.quiet, workers=args.workers, reuse=reuse)
+    failed = sum(row.error is not None for row in table.rows.values())
+    print(f"wrote {table.save(args.out)}: {len(table)} recipes on task {table.task!r} ({failed} failed to train)")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -483,6 +493,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for table.md, table.csv, figure.png "
                                                "(default studies/results/NAME)")
     p.set_defaults(func=cmd_replicate)
+
+    p = _sub(sub, "tabulate", "train every recipe of a finite space once into a table (a tabular benchmark)", """
+        automl tabulate digits_grid --out benchmarks/data/digits_grid.json --workers 2
+        automl tabulate digits_large --out big.json --reuse benchmarks/data/digits_large.json""",
+             "automl.tasks.tabular.Tabular(FILE) replays the table as a task: every algorithm runs on it in seconds.")
+    p.add_argument("space", help="search space with only pg.oneof decisions: name under search_spaces/, module path, or .py file")
+    p.add_argument("--task", default=None, help="built-in task name or MODULE:ATTR (default: the module's TASK, else digits)")
+    p.add_argument("--out", required=True, help="the table to write (JSON)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="recipes trained at once, in forked processes (default 1)")
+    p.add_argument("--reuse", default=None, metavar="TABLE", help="a table of the same task whose recipes are not trained again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _threads(p)
+    p.set_defaults(func=cmd_tabulate)
 
     p = _sub(sub, "studies", "list studies", """
         automl studies

@@ -16,7 +16,9 @@ A task owns everything model- and data-specific; the trainer only runs the loop:
   (and quantization quantizes); ``trainable_modules``/``trained_modules(subtask)``: modules that
   train in full whatever the adapter (e.g. a new classifier head); ``owned_modules(subtask)``:
   those only one subtask trains, kept whole through a merge; ``export_prefix``: the submodule that is the Hugging Face
-  model an export is loaded onto.
+  model an export is loaded onto;
+- ``replay(recipe)``: a stored result instead of training (``None`` by default: train). A tabular
+  benchmark (:class:`automl.tasks.tabular.Tabular`) answers from its table.
 
 :class:`Task`'s defaults implement an in-memory classification task on :class:`Data` (inputs
 ``x``, integer labels ``y``), as the digits tasks use.
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 from automl.errors import SearchSpaceError
+from automl.result import Result
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class Task(abc.ABC):
     """Modules of the task model that train in full under every adapter (a new head)."""
     export_prefix: str = ""
     """Dotted name of the submodule exports are relative to ('' = the whole model)."""
+
+    def replay(self, recipe: Any) -> Result | None:
+        """The result of ``recipe`` without training it, or ``None`` to train (the default); ``fit``
+        asks this first. A recipe the task cannot answer is an :class:`AutomlError`."""
+        return None
 
     # -- the model ------------------------------------------------------------------------------
     @abc.abstractmethod
