@@ -96,8 +96,9 @@ class TrialRunner:
         pruning = not self.multi and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         result = fit(recipe, self.task, device=self.device, report=_reporter(trial) if pruning else None)
         records.put_many(self.storage, trial, metrics=result.metrics)   # one write for every metric
-        save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],
-                            result.trained_states)
+        if result.trained_states:   # a replayed (tabular) result has no weights to keep
+            save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],
+                                result.trained_states)
         return self.study.objective.values(result)
 
     def _original(self, trial: optuna.Trial) -> FrozenTrial | None:
