@@ -162,3 +162,14 @@ if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     FIXTURE.write_text(json.dumps(snapshot(run_study("overhead")), indent=1, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE}", file=sys.stderr)
+
+
+def test_a_worker_imports_no_table_or_plotting_library():
+    """What a worker process imports to run digits trials leaves out pandas, scipy, scikit-learn,
+    matplotlib and transformers (they cost seconds of start-up; review and reports import them)."""
+    import subprocess
+    code = ("import sys, automl.cli, automl.study.study, automl.study.loop, automl.trainer, automl.tasks.digits; "
+            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'matplotlib', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

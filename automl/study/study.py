@@ -39,9 +39,7 @@ from automl.sampling.space import dna_spec
 from automl.study import leaderboard as board
 from automl.study import loop, records
 from automl.study.checks import check_space_fits
-from automl.study.query import Where
 from automl.study.quiet import optuna_quiet
-from automl.study.review import Comparison, Exported, Reproduction, TrialRecord, weights_kept
 from automl.study.storage import Heartbeat, default_storage, mask_url, open_storage, sqlite_path, storage_error
 from automl.symbolic import NEVER_TRUSTED, Trusted, fingerprint, load_symbolic, trusted_modules
 from automl.tasks import BUILTIN, Task, resolve
@@ -49,6 +47,8 @@ from automl.trainer import fit
 
 if TYPE_CHECKING:
     import pandas as pd   # the leaderboard builds its tables: a worker never imports pandas
+
+    from automl.study.review import Comparison, Exported, Reproduction, TrialRecord
 
 PRUNERS = {
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
@@ -367,12 +367,14 @@ class Study:
         trained weights are kept; ``print()`` it for a summary."""
         t = self._trial(number)
         recipe = self.recipe(number) if records.get(t, records.RECIPE) is not None else None
+        from automl.study.review import TrialRecord, weights_kept  # review code: not in a worker's start-up
         return TrialRecord.build(self.name, t, self.objective, recipe,
                                  weights_kept(self.artifact_store, self.name, t))
 
     def compare(self, a: int, b: int) -> Comparison:
         """Trials ``a`` and ``b`` side by side (``.metrics``: a table, ``.diff``: ``pg.diff`` of
         their programs); ``print()`` it for both."""
+        from automl.study.review import Comparison
         return Comparison(self.trial(a), self.trial(b))
 
     def reproduce(self, trial: int, device: str | torch.device | None = None, rtol: float = 1e-4,
@@ -386,6 +388,7 @@ class Study:
         stored = records.metrics(self._trial(trial))
         start = time.perf_counter()
         result = fit(recipe, task, device=device)
+        from automl.study.review import Reproduction
         return Reproduction(self.name, trial, stored, result, time.perf_counter() - start, rtol, atol)
 
     def export(self, trial: int, path: str | Path, device: str | torch.device | None = None) -> Exported:
@@ -408,6 +411,7 @@ class Study:
         paths = [export_adapter(recipe.adapter, state, task.initial_model(sub),
                                 path if len(subtasks) == 1 else path / sub.name, prefix=task.export_prefix)
                  for sub, state in zip(subtasks, states)]
+        from automl.study.review import Exported
         return Exported(paths, retrained, seconds)
 
     def leaderboard(self, top: int | None = None, sort: str | None = None, where: str | None = None,
@@ -422,6 +426,7 @@ class Study:
         recipe (``automl:duplicate_of``) is listed once, as that one."""
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top <= 0):
             raise SearchSpaceError(f"top must be a positive integer, got {top!r}.")
+        from automl.study.query import Where
         condition = Where(where) if where is not None else None
         states = None if all else (TrialState.COMPLETE,)
         trials = [t for t in self.trials(states) if records.get(t, records.DUPLICATE_OF) is None]
