@@ -148,6 +148,8 @@ def test_search_with_two_workers_runs_two_processes_on_one_journal_study(tmp_pat
     journal = Path(os.environ["AUTOML_STUDIES"]) / "two_workers.journal"
     assert f"journal:{journal}" in done.stdout
     assert len(Study.load("two_workers", storage=f"journal:{journal}").leaderboard()) == 3   # 2 + 1 new recipes
+    assert len(Study.load("two_workers").leaderboard()) == 3      # found by name alone, as `automl leaderboard`
+    assert "two_workers" in {row["study"] for row in automl.list_studies()}   # and listed by `automl studies`
     logs = [json.loads(line) for line in journal.read_text().splitlines()]
     creators = {log["worker_id"] for log in logs if log["op_code"] == JournalOperation.CREATE_TRIAL}
     assert len(creators) == 2                             # both processes ran trials

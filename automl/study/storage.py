@@ -67,8 +67,12 @@ def _scrub(text: str, url: str) -> str:
 
 
 def default_storage(name: str) -> str:
-    """``sqlite:///studies/<name>.db`` (the folder is created only when the study is)."""
-    return f"sqlite:///{studies_dir(create=False) / name}.db"
+    """``sqlite:///studies/<name>.db`` (the folder is created only when the study is), or
+    ``journal:studies/<name>.journal`` when only that exists (``automl search --workers N``)."""
+    folder = studies_dir(create=False)
+    if not (folder / f"{name}.db").exists() and (folder / f"{name}.journal").is_file():
+        return f"journal:{folder / name}.journal"
+    return f"sqlite:///{folder / name}.db"
 
 
 def sqlite_path(url: str) -> Path | None:

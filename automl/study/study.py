@@ -478,12 +478,13 @@ def _check_same(study: optuna.Study, name: str, spec_hash: str, objective: Objec
 
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     """Name, storage and trial counts of the studies in ``storage`` (default: every SQLite file
-    under ``studies/``). Creates nothing."""
+    and journal file under ``studies/``). Creates nothing."""
     if storage:
         urls = [storage]
     else:
         folder = studies_dir(create=False)
         urls = [f"sqlite:///{p}" for p in sorted(folder.glob("*.db"))] if folder.is_dir() else []
+        urls += [f"journal:{p}" for p in sorted(folder.glob("*.journal"))] if folder.is_dir() else []
     rows = []
     for url in urls:
         store = open_storage(url, write=False)
