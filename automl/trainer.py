@@ -71,6 +71,18 @@ def train(model: nn.Module, task: Task, subtask: Subtask, recipe: Recipe, *,
             model.train()  # evaluation left it in eval mode
 
 
+def build_subtask_model(recipe: Recipe, task: Task, index: int, plan, quantized, device) -> nn.Module:
+    """Subtask ``index``'s model ready to train: its initial model, the adapter applied by
+    ``plan`` (seeded ``recipe.seed + index``), the task's trained modules made trainable and
+    ``quantized`` layers fake-quantized. :mod:`automl.tuned` rebuilds stored trials with it."""
+    model = task.initial_model(task.subtasks[index]).to(device)
+    torch.manual_seed(recipe.seed + index)
+    recipe.adapter.apply(model, plan)
+    task.prepare(model, task.subtasks[index])
+    recipe.quant.apply(model, quantized)
+    return model
+
+
 def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = None,
         report: Report | None = None, svd_cache: SVDCache | None = None) -> Result:
     """Fine-tune ``recipe`` on ``task`` and measure the deployed model (see module docstring).
@@ -92,11 +104,7 @@ def fit(recipe: Recipe, task: str | Task, device: str | torch.device | None = No
     quantized = task.adaptable_layers(pretrained)
     deployed, trained_states, train_seconds, trainable = [], [], 0.0, 0
     for i, sub in enumerate(task.subtasks):
-        model = task.initial_model(sub).to(device)
-        torch.manual_seed(recipe.seed + i)
-        recipe.adapter.apply(model, plan)
-        task.prepare(model, sub)
-        recipe.quant.apply(model, quantized)
+        model = build_subtask_model(recipe, task, i, plan, quantized, device)
         trainable = trainable_parameters(model)
         t0 = time.perf_counter()
         train(model, task, sub, recipe, report=report, step_offset=i * recipe.steps)

@@ -15,6 +15,7 @@ from automl.adapters.base import merge_adapters
 from automl.errors import StudyError
 from automl.recipe import Recipe
 from automl.tasks.base import Task
+from automl.trainer import build_subtask_model
 
 
 def subtask_model(recipe: Recipe, task: Task, index: int, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -23,12 +24,8 @@ def subtask_model(recipe: Recipe, task: Task, index: int, state: dict[str, torch
     pretrained = task.pretrained_model()
     plan = recipe.adapter.plan(pretrained, within=task.adaptable_layers(pretrained))
     quantized = task.adaptable_layers(pretrained)
-    model = task.initial_model(sub)
-    with torch.random.fork_rng():
-        torch.manual_seed(recipe.seed + index)
-        recipe.adapter.apply(model, plan)
-    task.prepare(model, sub)
-    recipe.quant.apply(model, quantized)
+    with torch.random.fork_rng():   # the trainer's seeding, without touching the caller's generator
+        model = build_subtask_model(recipe, task, index, plan, quantized, "cpu")
     rest = _put(model, state)
     merge_adapters(model)
     rest = _put(model, rest)

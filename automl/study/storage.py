@@ -113,12 +113,8 @@ def open_storage(url: str, *, write: bool, heartbeat: Heartbeat | None = None) -
             if attempt == 7 or not write:
                 raise StudyError(f"cannot open storage {shown}: {_scrub(getattr(e, 'orig', e), url)}") from None
             time.sleep(0.05 * 2 ** attempt)
-        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
-            raise StudyError(f"cannot open storage {shown}: it is not a storage URL ({_scrub(e, url)}). Use an "
-                             f"Optuna storage URL such as sqlite:///studies/demo.db, "
-                             f"postgresql://user:pw@host/db or journal:PATH.") from None
-        except ImportError as e:
-            raise StudyError(f"cannot open storage {shown}: its database driver is not installed ({e}).") from None
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError, ImportError) as e:
+            raise _bad_url(e, url, shown) from None
         except Exception as e:  # noqa: BLE001 - a driver's error: say it on one line, without secrets
             raise StudyError(f"cannot open storage {shown}: {_scrub(getattr(e, 'orig', None) or e, url)}") from None
     if sqlite is not None and write:
@@ -162,16 +158,21 @@ def _check_sqlite(path: Path, shown: str, write: bool) -> None:
                          f"nothing was changed. Use another file for studies.")
 
 
+def _bad_url(error: Exception, url: str, shown: str) -> StudyError:
+    """A URL SQLAlchemy can't use: a missing driver, or not a storage URL at all."""
+    if isinstance(error, ImportError):
+        return StudyError(f"cannot open storage {shown}: its database driver is not installed ({error}).")
+    return StudyError(f"cannot open storage {shown}: it is not a storage URL ({_scrub(error, url)}). Use an "
+                      f"Optuna storage URL such as sqlite:///studies/demo.db, postgresql://user:pw@host/db "
+                      f"or journal:PATH.")
+
+
 def _check_rdb(url: str, shown: str) -> None:
     """A reader of a server database needs Optuna's tables there (none are created)."""
     try:
         engine = sqlalchemy.create_engine(url)
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
-        raise StudyError(f"cannot open storage {shown}: it is not a storage URL ({_scrub(e, url)}). Use an "
-                         f"Optuna storage URL such as sqlite:///studies/demo.db, postgresql://user:pw@host/db "
-                         f"or journal:PATH.") from None
-    except ImportError as e:
-        raise StudyError(f"cannot open storage {shown}: its database driver is not installed ({e}).") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError, ImportError) as e:
+        raise _bad_url(e, url, shown) from None
     try:
         tables = set(sqlalchemy.inspect(engine).get_table_names())
     except Exception as e:  # noqa: BLE001 - connection refused, authentication...: one line, no secret
