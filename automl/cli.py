@@ -517,7 +517,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _board_options(p: argparse.ArgumentParser) -> None:
-    from automl.study.render import FORMATS
+    from automl.study.leaderboard import FORMATS   # not render's module: that one imports pandas
     p.add_argument("--top", type=_positive_int, default=None, metavar="K", help="rows to print")
     p.add_argument("--format", default="table", choices=FORMATS, help="output format (default table)")
     p.add_argument("--wide", action="store_true", help="do not fit the table to the terminal's width")
@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0), or a usage error already printed on one line (2)
         return e.code if isinstance(e.code, int) else 2
     import optuna
-    import sqlalchemy
+
     from automl.study.quiet import quiet_optuna
     if getattr(args, "verbose", False):
         quiet_optuna(False)
@@ -549,11 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutomlError as e:
         print(f"automl: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        from automl.study.storage import mask_url
-        reason = _one_line(getattr(e, "orig", None) or e).split(" [SQL:")[0]
-        print(f"automl: error: storage failed: {mask_url(reason)}", file=sys.stderr)
-        return 2
     except json.JSONDecodeError as e:
         print(f"automl: error: the storage holds a value that is not JSON ({e.msg}); it was damaged or "
               f"tampered with, and nothing was loaded.", file=sys.stderr)
@@ -569,6 +564,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("automl: interrupted; completed trials are stored, the running one is marked failed.",
               file=sys.stderr)
         return 130
+    except Exception as e:
+        sql = sys.modules.get("sqlalchemy")   # imported by RDB storages only (a journal worker never loads it)
+        if sql is None or not isinstance(e, sql.exc.SQLAlchemyError):
+            raise
+        from automl.study.storage import mask_url
+        reason = _one_line(getattr(e, "orig", None) or e).split(" [SQL:")[0]
+        print(f"automl: error: storage failed: {mask_url(reason)}", file=sys.stderr)
+        return 2
     return code or 0
 
 

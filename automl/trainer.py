@@ -21,6 +21,7 @@ from torch import nn
 from automl.adapters.base import merge_adapters, trainable_parameters
 from automl.errors import TrainingError
 from automl.merge.diagnostics import merge_metrics
+from automl.optim import AdamW
 from automl.recipe import Recipe
 from automl.result import Result
 from automl.spectral import DEFAULT_CACHE, SVDCache, spectral_report
@@ -52,7 +53,7 @@ def train(model: nn.Module, task: Task, subtask: Subtask, recipe: Recipe, *,
     if not params:
         raise TrainingError("the adapter left no trainable parameter; check its targets.")
     device = params[0].device
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr)
+    optimizer = AdamW(params, lr=recipe.lr)   # torch's AdamW kernel, without torch._dynamo's import
     every = max(1, recipe.steps // REPORTS_PER_SUBTASK)
     batches = task.batches(subtask, recipe.batch_size, recipe.seed, device)
     model.train()
@@ -63,7 +64,7 @@ def train(model: nn.Module, task: Task, subtask: Subtask, recipe: Recipe, *,
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step}; lower the learning rate "
                                 f"(lr={recipe.lr:g}) or use fewer quantization levels.")
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if report is not None and (step % every == 0 or step == recipe.steps):

@@ -166,12 +166,20 @@ if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged 
     print(f"wrote {FIXTURE}", file=sys.stderr)
 
 
-def test_a_worker_imports_no_table_or_plotting_library():
-    """What a worker process imports to run digits trials leaves out pandas, scipy, scikit-learn,
-    matplotlib and transformers (they cost seconds of start-up; review and reports import them)."""
+def test_a_worker_imports_nothing_it_does_not_run(studies):
+    """A journal worker that runs a digits trial leaves out pandas, scipy, scikit-learn,
+    matplotlib and transformers (review and reports import them), sqlalchemy (RDB storages do)
+    and torch._dynamo (torch.optim's optimizers would import it on their first step): each costs
+    start-up seconds (benchmarks/overhead.py)."""
     import subprocess
-    code = ("import sys, automl.cli, automl.study.study, automl.study.loop, automl.trainer, automl.tasks.digits; "
-            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'matplotlib', 'transformers') if m in sys.modules))")
+    storage = f"journal:{studies}/w.journal"
+    automl.Study.create("w", SPACE, "digits", automl.Objective(), storage=storage)
+    code = ("import sys\n"
+            "from automl.cli import main\n"
+            f"assert main(['worker', 'w', '--storage', {storage!r}, '--trials', '1', '--quiet']) == 0\n"
+            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'matplotlib', 'transformers', 'sqlalchemy',\n"
+            "                         'torch._dynamo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    assert len(automl.Study.load("w", storage=storage).trials()) == 1

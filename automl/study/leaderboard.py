@@ -28,6 +28,8 @@ LABEL_KEYS = ("adapter", "quant", "merge", "mitigation")
 _ABBREVIATION = {"rank": "r", "alpha": "α"}
 _IN_LABEL = {"quant": {"bits"}}
 SEP = " · "
+FORMATS = ("table", "csv", "markdown", "json")
+"""Output formats of a table (:func:`automl.study.render.render`)."""
 
 
 def _short(name: str) -> str:

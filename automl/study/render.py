@@ -17,9 +17,8 @@ import pandas as pd
 
 from automl.errors import SearchSpaceError
 from automl.objective import Objective
-from automl.study.leaderboard import SEP
+from automl.study.leaderboard import FORMATS, SEP
 
-FORMATS = ("table", "csv", "markdown", "json")
 MIN_RECIPE = 24
 
 

@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
-from sqlalchemy import event
 
 from automl.errors import StudyError
 from automl.paths import studies_dir
 from automl.study.journal import HeartbeatJournalStorage
-from automl.study.rdb import HeartbeatRDBStorage
 from automl.study.retry import RetryStaleTrial
 
 OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}
@@ -91,6 +88,9 @@ def open_storage(url: str, *, write: bool, heartbeat: Heartbeat | None = None) -
     journal, sqlite = journal_path(url), sqlite_path(url)
     if journal is not None:
         return _open_journal(journal, shown, write, heartbeat)
+    import sqlalchemy   # here, not at the top: a journal worker starts without it (0.4 s)
+
+    from automl.study.rdb import HeartbeatRDBStorage
     if sqlite is not None:
         _check_sqlite(sqlite, shown, write)
     elif not write:
@@ -120,7 +120,7 @@ def open_storage(url: str, *, write: bool, heartbeat: Heartbeat | None = None) -
     if sqlite is not None and write:
         # WAL journaling for writers only: readers (a dashboard, `automl leaderboard`) don't block
         # the writer, and commits skip a full fsync. A reader never switches a file's mode.
-        event.listen(storage.engine, "connect", _sqlite_pragmas)
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()
     return storage
 
@@ -169,6 +169,7 @@ def _bad_url(error: Exception, url: str, shown: str) -> StudyError:
 
 def _check_rdb(url: str, shown: str) -> None:
     """A reader of a server database needs Optuna's tables there (none are created)."""
+    import sqlalchemy
     try:
         engine = sqlalchemy.create_engine(url)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError, ImportError) as e:

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import re
+import sys
 import time
 import warnings
 from functools import cached_property
@@ -20,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import pyglove as pg
-import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import event
 
 from automl.artifacts import default_store, load_trained_states
 from automl.devices import check_device
@@ -93,7 +92,9 @@ def _guard_storage(url: str):
             return self
 
         def __exit__(self, kind, error, tb):
-            if isinstance(error, (sqlalchemy.exc.SQLAlchemyError, json.JSONDecodeError)):
+            # sqlalchemy is imported by RDB storages only: without it, no error is one of its
+            sql = sys.modules.get("sqlalchemy")
+            if isinstance(error, json.JSONDecodeError) or (sql is not None and isinstance(error, sql.exc.SQLAlchemyError)):
                 raise storage_error(error, url) from None
             return False
     return _Guard()
@@ -320,6 +321,8 @@ class Study:
         store = getattr(self, "_raw_storage", None)
         engine = getattr(store, "engine", None)
         if engine is not None and sqlite_path(self._url) is not None:
+            from sqlalchemy import event
+
             from automl.study.storage import _sqlite_pragmas
             if not event.contains(engine, "connect", _sqlite_pragmas):
                 event.listen(engine, "connect", _sqlite_pragmas)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from automl.optim import AdamW
 from automl.paths import cache_dir
 from automl.tasks.base import Data, Subtask, Task
 
@@ -108,14 +109,14 @@ def pretrain(model: nn.Module, data: Data, epochs: int, lr: float, weight_decay:
              batch_size: int, seed: int) -> nn.Module:
     """Deterministic supervised training (the pretraining stage)."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), batch_size):
             b = order[i:i + batch_size]
             loss = nn.functional.cross_entropy(model(data.x[b]), data.y[b])
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
     return model.eval()
