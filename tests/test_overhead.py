@@ -183,3 +183,59 @@ def test_a_worker_imports_nothing_it_does_not_run(studies):
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
     assert len(automl.Study.load("w", storage=storage).trials()) == 1
+
+
+def _stored(storage, trial_id: int):
+    """The trial as the database holds it (a read that bypasses every copy)."""
+    return optuna.storages.RDBStorage.get_trial(storage, trial_id)
+
+
+def _as_dict(t) -> dict:
+    return {"number": t.number, "state": t.state, "values": t.values, "start": t.datetime_start,
+            "params": t.params, "distributions": t.distributions, "user": t.user_attrs,
+            "system": t.system_attrs, "intermediate": t.intermediate_values}
+
+
+def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
+    """get_trial of a trial this process runs comes from its copy (no queries): at every step it
+    equals what the database holds; finishing the trial, or a worker failing it elsewhere, ends
+    the copy."""
+    from automl.study import records
+    from automl.study.storage import open_storage
+    url = f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url, write=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    checks = []
+
+    def check():
+        checks.append(_as_dict(storage.get_trial(trial._trial_id)) == _as_dict(_stored(storage, trial._trial_id)))
+
+    check()
+    trial.suggest_categorical("adapter", ["LoRA", "FullFineTune"])
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    trial.suggest_int("rank", 1, 8)
+    check()
+    records.put_many(storage, trial, {"automl:dna": [1, 2], "automl:labels": {"adapter": "LoRA"}},
+                     {"accuracy": 0.5, "intruders": 3, "per_layer": (1, 2), "nan": float("nan")})
+    trial.report(0.25, 1)
+    trial.report(float("inf"), 2)
+    trial.set_user_attr("note", {"a": (1, 2)})
+    storage.set_trial_system_attr(trial._trial_id, "automl:artifact", "x")
+    assert math.isnan(storage.get_trial(trial._trial_id).user_attrs.pop("nan"))
+    storage.set_trial_user_attr(trial._trial_id, "nan", 0.0)
+    check()
+    assert storage._running
+    study.tell(trial, 0.75)
+    check()
+    assert storage._running == {}
+
+    other = study.ask()
+    assert other._trial_id in storage._running
+    elsewhere = open_storage(url, write=True)       # another worker fails it (e.g. as stale)
+    elsewhere.set_trial_state_values(other._trial_id, optuna.trial.TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(other._trial_id, "late", 1)
+    assert other._trial_id not in storage._running
+    assert storage.get_trial(other._trial_id).state == optuna.trial.TrialState.FAIL
+    assert all(checks) and len(checks) == 4

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.artifacts import prune_artifacts, save_trained_states
 from automl.errors import AutomlError, StudyError
+from automl.sampling.decode import Decoder
 from automl.sampling.space import dna_spec, suggest
 from automl.study import records
 from automl.trainer import fit
@@ -53,7 +54,7 @@ class TrialRunner:
         self.space = study.space
         self.spec = dna_spec(self.space)
         self.size = space_size(self.space, self.spec)
-        self.template = pg.template(self.space)   # decodes a DNA into a recipe (pg.materialize, minus its set-up)
+        self.decoder = Decoder(self.space, self.spec)   # a DNA into a recipe, as pg.materialize does
         self.task = study.task
         self.multi = study.objective.multi
         self.device = device
@@ -88,7 +89,7 @@ class TrialRunner:
         original = self._original(trial)
         if original is not None:
             return self._repeat(trial, original, pg.to_json_str(dna))
-        recipe = self.template.decode(dna)
+        recipe = self.decoder.decode(dna)
         # one write: what the trial is, stored before it trains (a failure keeps it)
         records.put_many(self.storage, trial, {records.DNA: pg.to_json_str(dna), records.RECIPE: recipe.to_json_str(),
                                                records.LABELS: recipe.labels()})
@@ -103,10 +104,12 @@ class TrialRunner:
 
     def _original(self, trial: optuna.Trial) -> FrozenTrial | None:
         """An earlier trial (any worker) with exactly this trial's parameters that is completed,
-        running or queued, and not itself a repeat (read fresh: another worker may have just
-        started the same recipe)."""
+        running or queued, and not itself a repeat. The trials are those Optuna read for this
+        trial's sampling (its per-trial cache, refreshed at every ``ask``; read now if the sampler
+        read none): a recipe another worker started in the milliseconds since is not seen, as it
+        would not be by a fresh read made just before that worker's write either."""
         params = trial.params
-        for t in trial.study.get_trials(deepcopy=False, states=_TRIED):
+        for t in trial.study._get_trials(deepcopy=False, states=_TRIED, use_cache=True):
             if (t.number < trial.number and t.params == params
                     and records.get(t, records.DUPLICATE_OF) is None):
                 return t

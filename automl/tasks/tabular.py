@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import pyglove as pg
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from automl.errors import AutomlError, SearchSpaceError, TrainingError
 from automl.recipe import Recipe
 from automl.result import Result
+from automl.sampling.decode import Decoder
 from automl.sampling.space import dna_params, dna_spec
 from automl.symbolic import fingerprint
 from automl.tasks import resolve
@@ -158,8 +158,9 @@ def recipes(space: Recipe) -> Iterator[tuple[Recipe, dict[str, Any]]]:
     if spec.space_size is None or spec.space_size < 0:
         raise SearchSpaceError("only a finite space can be tabulated: make every decision a pg.oneof "
                                "(e.g. lr=pg.oneof([1e-4, 1e-3, 1e-2]) instead of pg.floatv).")
+    decoder = Decoder(space, spec)
     for dna in spec.iter_dna():
-        yield pg.materialize(space, dna), dna_params(space, spec, dna)
+        yield decoder.decode(dna), dna_params(space, spec, dna)
 
 
 def tabulate(space: Recipe, task: str | Task, device: str | torch.device | None = None,
