@@ -8,9 +8,11 @@ e.g. ``git worktree add /tmp/base 0a59f56``, run the same way in the same run):
    evaluation and spectral report: ``automl.trainer.measure``) and the trial's set-up (adapter,
    merge, deploy: the rest of ``fit``); for automl's search and for plain Optuna running the same
    ``fit`` on the same space (the floor);
-2. trials/minute of 2 workers ÷ 1 worker on one journal file, start-up included: each worker a
-   fresh ``automl worker`` process with its default threads, started at once on a study created
-   beforehand; wall time from the start to the last exit;
+2. trials/minute of 2 workers ÷ 1 worker on one journal file, start-up included, for searches of
+   each ``--worker-trials`` count (default 12 and 40): each worker a fresh ``automl worker``
+   process with its default threads, started at once on a study created beforehand; wall time from
+   the start to the last exit. Start-up (about the same with 1 or 2 workers) weighs on the ratio
+   of a short search: with start-up S and trials of t seconds, (S + n·t) / (S + n·t/2);
 3. a new worker's start to its first trial finished (``automl worker --trials 1``), wall and
    CPU seconds;
 4. the machine: ``platform``, cores, load average before and after.
@@ -19,7 +21,7 @@ Every checkout runs as subprocesses with ``PYTHONPATH=<checkout>`` and its own s
 (the digits model is pretrained there first, untimed). Wall times on a loaded machine are
 inflated: compare the figures of one run (the ratios), not across runs.
 
-    python benchmarks/overhead.py [--trials 20] [--worker-trials 12] [--against PATH]
+    python benchmarks/overhead.py [--trials 20] [--worker-trials 12 40] [--against PATH]
 """
 from __future__ import annotations
 
@@ -169,11 +171,11 @@ class Checkout:
         return {"wall": wall, "cpu": cpu}
 
 
-def measure(path: Path, trials: int, worker_trials: int) -> dict:
+def measure(path: Path, trials: int, worker_trials: list[int]) -> dict:
     checkout = Checkout(path)
     print(f"measuring {checkout.path} ...", file=sys.stderr, flush=True)
     out = checkout.shares(trials)
-    out["scaling"] = checkout.scaling(worker_trials)
+    out["scaling"] = [checkout.scaling(n) for n in worker_trials]
     out["first_trial"] = checkout.first_trial()
     return out
 
@@ -186,9 +188,9 @@ def report(name: str, r: dict) -> None:
         print(f"{label:>24}: {s['trials']} trials, {s['per_min']:.0f}/min; outside training steps {outside:.1%} = "
               f"search+storage+bookkeeping {s['search_storage']:.1%} + measurement (evaluation+spectral) "
               f"{s['measurement']:.1%} + trial set-up (adapter, merge, deploy) {s['setup']:.1%}")
-    w = r["scaling"]
-    print(f"{'2 workers / 1 worker':>24}: {w['ratio']:.2f} ({w['two_per_min']:.1f} vs {w['one_per_min']:.1f} trials/min, "
-          f"{w['trials']} trials, journal file, start-up included, default threads)")
+    for w in r["scaling"]:
+        print(f"{'2 workers / 1 worker':>24}: {w['ratio']:.2f} ({w['two_per_min']:.1f} vs {w['one_per_min']:.1f} trials/min, "
+              f"{w['trials']} trials, journal file, start-up included, default threads)")
     f = r["first_trial"]
     print(f"{'new worker':>24}: start to first trial finished {f['wall']:.1f} s wall, {f['cpu']:.1f} s CPU")
 
@@ -196,7 +198,8 @@ def report(name: str, r: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trials per search for the shares (default 20)")
-    parser.add_argument("--worker-trials", type=int, default=12, help="trials for the worker scaling (default 12)")
+    parser.add_argument("--worker-trials", type=int, nargs="+", default=[12, 40],
+                        help="trials of each search for the worker scaling (default 12 40)")
     parser.add_argument("--against", type=Path, default=None, help="another checkout, measured in the same run")
     parser.add_argument("--child", choices=["shares", "create"], help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)

@@ -197,9 +197,9 @@ def _as_dict(t) -> dict:
 
 
 def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
-    """get_trial of a trial this process runs comes from its copy (no queries): at every step it
-    equals what the database holds; finishing the trial, or a worker failing it elsewhere, ends
-    the copy."""
+    """get_trial of a trial this process runs comes from its copy (no queries): it equals what the
+    database holds once the trial's parameters are written, which happens with its next write, in
+    one transaction; finishing the trial, or a worker failing it elsewhere, ends the copy."""
     from automl.study import records
     from automl.study.storage import open_storage
     url = f"sqlite:///{tmp_path}/s.db"
@@ -212,12 +212,19 @@ def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
         checks.append(_as_dict(storage.get_trial(trial._trial_id)) == _as_dict(_stored(storage, trial._trial_id)))
 
     check()
+    commits = []
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    sqlalchemy.event.listen(storage.engine, "commit", lambda conn: commits.append(1))
     trial.suggest_categorical("adapter", ["LoRA", "FullFineTune"])
     trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     trial.suggest_int("rank", 1, 8)
-    check()
+    # the parameters wait for the trial's next write; its copy has them already
+    assert _stored(storage, trial._trial_id).params == {}
+    assert storage.get_trial(trial._trial_id).params == trial.params and len(trial.params) == 3
+    commits.clear()
     records.put_many(storage, trial, {"automl:dna": [1, 2], "automl:labels": {"adapter": "LoRA"}},
                      {"accuracy": 0.5, "intruders": 3, "per_layer": (1, 2), "nan": float("nan")})
+    assert len(commits) == 1 and _stored(storage, trial._trial_id).params == trial.params   # one transaction
     trial.report(0.25, 1)
     trial.report(float("inf"), 2)
     trial.set_user_attr("note", {"a": (1, 2)})
@@ -232,10 +239,14 @@ def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
 
     other = study.ask()
     assert other._trial_id in storage._running
+    other.suggest_int("rank", 1, 8)
+    assert _stored(storage, other._trial_id).params == {}
+    study.get_trials()          # a read of several trials writes what is pending first
+    assert _stored(storage, other._trial_id).params == other.params
     elsewhere = open_storage(url, write=True)       # another worker fails it (e.g. as stale)
     elsewhere.set_trial_state_values(other._trial_id, optuna.trial.TrialState.FAIL)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_user_attr(other._trial_id, "late", 1)
     assert other._trial_id not in storage._running
     assert storage.get_trial(other._trial_id).state == optuna.trial.TrialState.FAIL
-    assert all(checks) and len(checks) == 4
+    assert all(checks) and len(checks) == 3

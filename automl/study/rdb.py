@@ -18,13 +18,16 @@ from optuna.storages._rdb.storage import _create_scoped_session  # Optuna's own 
 from automl.study import records
 
 
-def _mirrored(update: Callable[..., None]):
+def _mirrored(update: Callable[..., None], params_first: bool = True):
     """A write to a trial that, once stored, is applied to this process's copy of the trial too
-    (``update(copy, *args)``); a trial the database says is finished is no longer copied."""
+    (``update(copy, *args)``); a trial the database says is finished is no longer copied. The
+    trial's parameters not written yet go first (``params_first``), else the write takes them."""
     def wrap(write):
         @functools.wraps(write)
         def method(self, trial_id: int, *args: Any, **kwargs: Any):
             try:
+                if params_first:
+                    self._write_params(trial_id)
                 out = write(self, trial_id, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._running.pop(trial_id, None)   # finished elsewhere (e.g. failed as stale)
@@ -72,11 +75,43 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
     every write through this storage updates after the database took it, as the database would
     answer it (Optuna reads the running trial back three times a trial, five queries each). A
     write the database refuses because the trial finished elsewhere drops the copy; so does
-    finishing it."""
+    finishing it. The parameters such a trial is given (one ``suggest`` each) go to the database
+    with its next write, in that write's transaction (automl stores the recipe right after the
+    walk of the space), or before any read of several trials: one commit, not one per decision.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._running: dict[int, FrozenTrial] = {}
+        self._params: dict[int, list[tuple[Any, ...]]] = {}   # parameters of our trials not written yet
         super().__init__(*args, **kwargs)
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: Any, previous_distribution: Any = None) -> None:
+        mine = self._running.get(trial_id)
+        if mine is None:
+            return super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                            previous_distribution)
+        if previous_distribution is not None:   # the check Optuna makes now; the rest at the write
+            optuna.distributions.check_distribution_compatibility(previous_distribution, distribution)
+        self._params.setdefault(trial_id, []).append((param_name, param_value_internal, distribution,
+                                                      previous_distribution))
+        _param(mine, param_name, param_value_internal, distribution)
+
+    def _params_into(self, session: Any, trial_id: int) -> None:
+        """Write the trial's pending parameters in ``session`` (they are not retried: a trial
+        whose write fails fails)."""
+        for args in self._params.pop(trial_id, ()):
+            self._set_trial_param_without_commit(session, trial_id, *args)
+
+    def _write_params(self, trial_id: int) -> None:
+        if self._params.get(trial_id):
+            with _create_scoped_session(self.scoped_session, True) as session:
+                self._params_into(session, trial_id)
+
+    def _get_trials(self, study_id: int, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        for trial_id in list(self._params):
+            self._write_params(trial_id)
+        return super()._get_trials(study_id, *args, **kwargs)
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         frozen = super()._create_new_trial(study_id, template_trial)
@@ -90,12 +125,12 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         try:
+            self._write_params(trial_id)
             return super().set_trial_state_values(trial_id, state, values)
         finally:
             if state != TrialState.RUNNING:
                 self._running.pop(trial_id, None)
 
-    _set_trial_param = _mirrored(_param)(optuna.storages.RDBStorage._set_trial_param)
     set_trial_intermediate_value = _mirrored(_intermediate)(optuna.storages.RDBStorage.set_trial_intermediate_value)
     set_trial_user_attr = _mirrored(_user)(optuna.storages.RDBStorage.set_trial_user_attr)
     set_trial_system_attr = _mirrored(_system)(optuna.storages.RDBStorage.set_trial_system_attr)
@@ -105,7 +140,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         records.mark_stale(self, stale, self.grace_period or 2 * (self.heartbeat_interval or 0))
         return stale
 
-    @_mirrored(_attrs)
+    @_mirrored(_attrs, params_first=False)
     def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> None:
         """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item, in one transaction:
         one check that the trial is still running, then one multi-row upsert per table (the rows
@@ -113,6 +148,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)
+            self._params_into(session, trial_id)
             for model, attrs in ((models.TrialUserAttributeModel, user), (models.TrialSystemAttributeModel, system)):
                 if not attrs:
                     continue
