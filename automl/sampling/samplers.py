@@ -4,7 +4,10 @@ Defaults tuned on tabular benchmarks (``benchmarks/search_efficiency.py``, on se
 the ones it reports): TPE is multivariate and grouped (conditional spaces), starts modelling after
 :func:`startup_trials` random trials and scores :data:`TPE_EI_CANDIDATES` candidates per trial;
 regularized evolution's population and tournament follow the space's size
-(:func:`evolution_sizes`). ``tpe`` is the default algorithm (:data:`DEFAULT_ALGORITHM`).
+(:func:`evolution_sizes`). ``tpe`` is the default algorithm (:data:`DEFAULT_ALGORITHM`): on seeds
+0..19 it needs a median 7 trials to the best recipe of 91 (random 9) and 10.5 to a top-1 % recipe of
+1,000 (random 14), the fewest of the algorithms, but not half of random's (README, "Search
+efficiency" figures).
 """
 from __future__ import annotations
 
