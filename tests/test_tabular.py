@@ -155,7 +155,7 @@ def test_sampler_defaults_are_the_documented_ones():
     assert samplers.make_sampler("tpe", large, seed=0).base._n_startup_trials == samplers.startup_trials(120)
     assert samplers.make_sampler("tpe", small.clone(override={"lr": pg.floatv(1e-4, 1e-2)}),
                                  seed=0).base._n_startup_trials == samplers.startup_trials(float("inf"))
-    assert [samplers.startup_trials(n) for n in (6, 40, 91, 1000, float("inf"))] == [2, 3, 4, 4, 10]
+    assert [samplers.startup_trials(n) for n in (6, 40, 91, 1000, float("inf"))] == [2, 3, 3, 3, 10]
     assert [samplers.evolution_sizes(n) for n in (6, 91, 1000, 10**6, float("inf"))] == \
         [(10, 3), (10, 3), (16, 4), (32, 8), (10, 3)]
 
