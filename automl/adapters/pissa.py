@@ -12,7 +12,10 @@ initialisation is the base model's.
 """
 from __future__ import annotations
 
-from automl.adapters.lora import LoRA
+from torch import nn
+
+from automl.adapters.lora import LoRA, LoraLinear
+from automl.adapters.rsvd import randomized_svds
 from automl.errors import SearchSpaceError
 
 PISSA_INITS = ("svd", "svd_lowrank")
@@ -33,5 +36,24 @@ class PiSSA(LoRA):
             raise SearchSpaceError(f"PiSSA.niter must be a non-negative number of subspace iterations, "
                                    f"got {self.niter}.")
 
+    @property
+    def svd_niter(self) -> int | None:
+        """Block Krylov steps of the randomized SVD, or None for the exact SVD."""
+        return None if self.init == "svd" else self.niter
+
     def layer_options(self) -> dict:
-        return {"init": "pissa", "niter": None if self.init == "svd" else self.niter}
+        return {"init": "pissa", "niter": self.svd_niter}
+
+    def wrap_layers(self, model: nn.Module, plan: dict[str, int | None]) -> dict[str, nn.Module]:
+        """Every planned layer's PiSSA layer. The fast init computes the randomized SVDs of all of
+        them first (:func:`automl.adapters.rsvd.randomized_svds` batches the layers of one shape)
+        and hands each layer its factors; the exact init wraps one layer at a time."""
+        if self.svd_niter is None:
+            return super().wrap_layers(model, plan)
+        linears = {name: model.get_submodule(name) for name in plan}
+        ranks = {name: self.rank_for(name, linears[name], rank) for name, rank in plan.items()}
+        factors = randomized_svds([linear.weight.detach() for linear in linears.values()], list(ranks.values()),
+                                  self.svd_niter)
+        return {name: LoraLinear(linear, ranks[name], self.scaling(ranks[name]), self.dropout, init="pissa",
+                                 factors=f)
+                for (name, linear), f in zip(linears.items(), factors)}
