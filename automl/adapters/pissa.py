@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from automl.adapters.lora import LoRA, LoraLinear
-from automl.adapters.rsvd import randomized_svds
+from automl.adapters.rsvd import iter_randomized_svds
 from automl.errors import SearchSpaceError
 
 PISSA_INITS = ("svd", "svd_lowrank")
@@ -25,7 +25,7 @@ class PiSSA(LoRA):
     """Principal-SVD-initialised LoRA with a frozen residual base weight."""
 
     init: str = "svd"
-    niter: int = 4   # subspace (block Krylov) iterations of init="svd_lowrank"
+    niter: int = 2   # block Krylov steps of init="svd_lowrank" (2: the same first-steps loss as exact)
 
     def _on_bound(self) -> None:
         super()._on_bound()
@@ -46,14 +46,15 @@ class PiSSA(LoRA):
 
     def wrap_layers(self, model: nn.Module, plan: dict[str, int | None]) -> dict[str, nn.Module]:
         """Every planned layer's PiSSA layer. The fast init computes the randomized SVDs of all of
-        them first (:func:`automl.adapters.rsvd.randomized_svds` batches the layers of one shape)
-        and hands each layer its factors; the exact init wraps one layer at a time."""
+        them together (:func:`automl.adapters.rsvd.iter_randomized_svds` batches the layers of one
+        shape) and wraps each layer as its factors come; the exact init wraps one layer at a time."""
         if self.svd_niter is None:
             return super().wrap_layers(model, plan)
-        linears = {name: model.get_submodule(name) for name in plan}
-        ranks = {name: self.rank_for(name, linears[name], rank) for name, rank in plan.items()}
-        factors = randomized_svds([linear.weight.detach() for linear in linears.values()], list(ranks.values()),
-                                  self.svd_niter)
-        return {name: LoraLinear(linear, ranks[name], self.scaling(ranks[name]), self.dropout, init="pissa",
-                                 factors=f)
-                for (name, linear), f in zip(linears.items(), factors)}
+        names = list(plan)
+        linears = [model.get_submodule(name) for name in names]
+        ranks = [self.rank_for(name, linear, plan[name]) for name, linear in zip(names, linears)]
+        layers = {}
+        for i, factors in iter_randomized_svds([linear.weight for linear in linears], ranks, self.svd_niter):
+            layers[names[i]] = LoraLinear(linears[i], ranks[i], self.scaling(ranks[i]), self.dropout, init="pissa",
+                                          factors=factors)
+        return {name: layers[name] for name in names}

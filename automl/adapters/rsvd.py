@@ -37,7 +37,7 @@ SVD is as cheap and is taken.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -102,28 +102,32 @@ def _krylov(mats: Sequence[torch.Tensor], sketches: torch.Tensor, rank: int, nit
     return basis.mT @ u_small, s, vh
 
 
-def randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[int], niter: int,
-                    oversample: int = OVERSAMPLE) -> list[Factors]:
+def iter_randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[int], niter: int,
+                         oversample: int = OVERSAMPLE) -> Iterator[tuple[int, Factors]]:
     """Approximate top-``rank`` singular triplets ``(U_r, S_r, Vh_r)`` (float32) of each 2-D
     float ``weight`` (out × in → out × r, r, r × in) by ``niter`` block Krylov steps from a Gaussian
-    sketch of ``rank + oversample`` rows (see the module docstring); layers of one shape, rank,
-    dtype and device are computed together, :data:`BATCH_BYTES` of weights at a time. ``U_r`` and
-    ``Vh_r`` have orthonormal columns / rows (up to rounding); ``S_r`` is descending. A layer's
-    factors equal (to rounding) what this function returns for that layer alone after drawing the
-    same sketches before it."""
+    sketch of ``rank + oversample`` rows (see the module docstring), yielded as ``(index, factors)``
+    batch by batch: layers of one shape, rank, dtype and device are computed together,
+    :data:`BATCH_BYTES` of weights at a time, so a caller that uses a layer's factors on its weight
+    as they come (PiSSA's residual) finds that weight still in cache. All sketches are drawn before
+    the first result. ``U_r`` and ``Vh_r`` have orthonormal columns / rows (up to rounding); ``S_r``
+    is descending. A layer's factors equal (to rounding) those of that layer alone after drawing
+    the same sketches before it."""
     ranks = [ranks] * len(weights) if isinstance(ranks, int) else list(ranks)
-    out: list[Factors | None] = [None] * len(weights)
     groups: dict[tuple, list[int]] = defaultdict(list)
     sketches: dict[int, torch.Tensor] = {}
+    exact: list[int] = []
     for i, (weight, rank) in enumerate(zip(weights, ranks)):
         short = min(weight.shape)
         k = min(rank + oversample, short)
         if k * max(niter, 1) >= short:                       # the sketch spans everything
-            u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
-            out[i] = u[:, :rank], s[:rank], vh[:rank]
+            exact.append(i)
             continue
         sketches[i] = torch.randn(k, short, dtype=torch.float32, device=weight.device)
         groups[(tuple(weight.shape), rank, weight.dtype, weight.device)].append(i)
+    for i in exact:
+        u, s, vh = torch.linalg.svd(weights[i].detach().float(), full_matrices=False)
+        yield i, (u[:, :ranks[i]], s[:ranks[i]], vh[:ranks[i]])
     for (shape, rank, *_), members in groups.items():
         tall = shape[0] > shape[1]                           # work on Wᵀ: the sketch on the short side
         size = max(1, BATCH_BYTES // (shape[0] * shape[1] * 4))
@@ -133,7 +137,15 @@ def randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[int],
             mats = [m.mT for m in mats] if tall else mats
             u, s, vh = _krylov(mats, torch.stack([sketches[i] for i in chunk]), rank, niter)
             for j, i in enumerate(chunk):
-                out[i] = (vh[j].mT, s[j], u[j].mT) if tall else (u[j], s[j], vh[j])
+                yield i, ((vh[j].mT, s[j], u[j].mT) if tall else (u[j], s[j], vh[j]))
+
+
+def randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[int], niter: int,
+                    oversample: int = OVERSAMPLE) -> list[Factors]:
+    """:func:`iter_randomized_svds` of all ``weights``, in their order."""
+    out: list[Factors | None] = [None] * len(weights)
+    for i, factors in iter_randomized_svds(weights, ranks, niter, oversample):
+        out[i] = factors
     return out
 
 
