@@ -54,9 +54,9 @@ class LoraLinear(AdapterLayer):
         self.scaling = scaling
         self.init = init
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
         if init == "lora":
+            self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
+            self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         else:
             self._pissa_init(principal_svd(base.weight, rank, niter) if factors is None else factors)
@@ -76,8 +76,8 @@ class LoraLinear(AdapterLayer):
         u, s, vh = factors
         root = (s / self.scaling).sqrt()
         a, b = root[:, None] * vh, u * root[None, :]
-        self.lora_A.copy_(a)
-        self.lora_B.copy_(b)
+        self.lora_A = nn.Parameter(a.to(weight.dtype).contiguous())
+        self.lora_B = nn.Parameter(b.to(weight.dtype).contiguous())
         if weight.dtype == torch.float32:
             weight.addmm_(b, a, alpha=-self.scaling)  # in place: no out × in temporaries
         else:

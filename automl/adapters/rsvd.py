@@ -146,8 +146,8 @@ def iter_randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[
             mats = [weights[i].detach().float() for i in chunk]
             mats = [m.mT for m in mats] if tall else mats
             u, s, vh = _krylov(mats, torch.stack([sketches[i] for i in chunk]), rank, niter)
-            for j, i in enumerate(chunk):
-                yield i, ((vh[j].mT, s[j], u[j].mT) if tall else (u[j], s[j], vh[j]))
+            for j, i in enumerate(chunk):       # Wᵀ = U S Vh → W = Vhᵀ S Uᵀ, laid out row-major for the caller
+                yield i, ((vh[j].mT.contiguous(), s[j], u[j].mT.contiguous()) if tall else (u[j], s[j], vh[j]))
 
 
 def randomized_svds(weights: Sequence[torch.Tensor], ranks: int | Sequence[int], niter: int,
