@@ -21,7 +21,7 @@ encoder matrices (24 × 384×384, 6 × 1536×384, 6 × 384×1536):
 Timings are minima over interleaved rounds on one torch thread; they are noisy on a loaded
 machine, so compare the ratios of one run only. About 10 minutes on 2 busy CPU cores
 (``--quick``: about 2). Usage: ``python benchmarks/pissa_init.py [--quick] [--niter 2 3 4]
-[--steps 20] [--rounds 5] [--seeds 3] [--data-seeds 3] [--tolerance 0.005] [--threads 1]``.
+[--steps 20] [--rounds 15] [--seeds 3] [--data-seeds 3] [--tolerance 0.005] [--threads 1]``.
 """
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     niters = args.niter or ([2] if args.quick else [2, 3, 4])
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (5 if args.quick else 15)
     seeds = args.seeds or (2 if args.quick else 3)
     data_seeds = args.data_seeds or (1 if args.quick else 3)
     if args.threads:
