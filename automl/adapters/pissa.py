@@ -9,8 +9,8 @@ SVD"; the role of peft's ``"pissa_niter_N"``): our randomized block Krylov metho
 the layers of one shape in batches) before each layer is wrapped with its factors. On
 all-MiniLM-L6-v2's 36 matrices at the default ``niter`` 2 it captures 0.94 of the top-8 spectral
 energy, gives the same mean first-steps training loss as the exact SVD (over 3 data seeds × 3
-sketch seeds), and applies PiSSA to the whole model about 19× faster than the exact SVD on one
-CPU thread (``benchmarks/pissa_init.py``; README). Either way the frozen residual plus the
+sketch seeds), and applies PiSSA to the whole model 18–23× faster than the exact SVD on one CPU
+thread, depending on the machine's load (``benchmarks/pissa_init.py``; README). Either way the frozen residual plus the
 adapter equal ``W``, so the model's output at initialisation is the base model's.
 """
 from __future__ import annotations

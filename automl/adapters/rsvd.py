@@ -37,12 +37,12 @@ layers share its batch. ``niter = 0`` is Halko et al.'s one-pass range finder wi
 pass. When the Krylov space would span the short side of ``W``, the exact SVD is as cheap and is
 taken.
 
-Measured (``benchmarks/pissa_init.py``; 2 shared CPU cores, load 3–7, one torch thread, one run):
-PiSSA r=8 on all-MiniLM-L6-v2's 36 matrices at ``niter`` 2, the SVDs alone take 0.73 ms CPU per
-384×384 layer (1.04 ms one layer at a time, 28.8 ms exact) and 2.2–2.3 ms per 1536×384 or
-384×1536 layer (2.5–2.8 ms one at a time, 55–58 ms exact); the whole model's PiSSA init, residuals
-and wrapping included, is 19× faster than with the exact SVD, with the same mean first-steps
-training loss.
+Measured (``benchmarks/pissa_init.py``; 2 shared CPU cores, one torch thread, one run): PiSSA r=8
+on all-MiniLM-L6-v2's 36 matrices at ``niter`` 2, the SVDs alone take 0.62 ms CPU per 384×384 layer
+(0.78 ms one layer at a time, 21.5 ms exact) and 2.1–2.3 ms per 1536×384 or 384×1536 layer (about
+the same one at a time, 46–48 ms exact); the whole model's PiSSA init, residuals and wrapping
+included, is 23× faster than with the exact SVD (18–21× on a busier machine), with the same mean
+first-steps training loss.
 """
 from __future__ import annotations
 
