@@ -1,6 +1,7 @@
 """PiSSA's fast initialisation (``init="svd_lowrank"``, :mod:`automl.adapters.rsvd`): close to the
 exact top-r SVD on a decaying spectrum (Frobenius error and principal angles), closer than peft's
-``pissa_niter_N``, deterministic given the seed, and exact where it matters — residual plus adapter
+``pissa_niter_N``, deterministic given the seed, the same factors whether a layer is computed alone
+or batched with the other layers of its shape, and exact where it matters — residual plus adapter
 reproduce ``W``, so the adapted model's output at initialisation is the base model's."""
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 
 from automl import adapters
+from automl.adapters import rsvd
 from automl.adapters.base import principal_svd
-from automl.adapters.rsvd import randomized_svd
+from automl.adapters.rsvd import randomized_svd, randomized_svds
 from tests.test_adapters import mlp
 
 OUT, IN, RANK = 120, 80, 4
@@ -137,3 +139,93 @@ def test_exact_init_is_the_exact_thin_svd_bit_for_bit():
             ref = torch.linalg.svd(matrix.t(), full_matrices=False)
             want = ref.Vh[:RANK].t(), ref.S[:RANK], ref.U[:, :RANK].t()
         assert all(torch.equal(a, b) for a, b in zip((u, s, vh), want))
+
+
+def layers_of_three_shapes(seed: int = 0) -> list[torch.Tensor]:
+    """Decaying-spectrum weights of three shapes (square, tall, wide), interleaved as a model's."""
+    w = [decaying(seed=seed + i)[0] for i in range(7)]
+    return [w[0][:, :IN], w[1], w[2].t().contiguous(), w[3][:IN], w[4], w[5].t().contiguous(), w[6][:IN]]
+
+
+class Wide(nn.Module):
+    """A model whose linear layers come in three shapes, several of each (like a transformer's)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 96), nn.Linear(96, 64), nn.Linear(64, 64),
+                                    nn.Linear(64, 96), nn.Linear(96, 64), nn.Linear(64, 64))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@pytest.mark.parametrize("niter", [0, 1, 2, 3])
+def test_batched_layers_get_the_factors_each_would_get_alone(niter):
+    weights = layers_of_three_shapes()
+    torch.manual_seed(7)
+    batched = randomized_svds(weights, RANK, niter)
+    torch.manual_seed(7)                      # the same sketches, drawn one layer at a time in order
+    alone = [randomized_svd(w, RANK, niter) for w in weights]
+    for got, want in zip(batched, alone):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_batches_split_by_size_give_the_same_factors(monkeypatch):
+    weights = layers_of_three_shapes()
+    torch.manual_seed(1)
+    whole = randomized_svds(weights, RANK, 2)
+    monkeypatch.setattr(rsvd, "BATCH_BYTES", OUT * IN * 4 * 2)        # two layers of a shape per batch
+    torch.manual_seed(1)
+    split = randomized_svds(weights, RANK, 2)
+    for got, want in zip(split, whole):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_batched_layer_is_within_the_bound_of_its_exact_top_r(seed):
+    weights = layers_of_three_shapes(seed)
+    torch.manual_seed(seed)
+    for w, (u_r, s_r, vh_r) in zip(weights, randomized_svds(weights, RANK, niter=3)):
+        exact = torch.linalg.svdvals(w)
+        optimum = exact[RANK:].square().sum().sqrt()
+        assert torch.linalg.matrix_norm(w - (u_r * s_r) @ vh_r) <= (1 + ERROR_BOUND) * optimum
+        eye = torch.eye(RANK)
+        torch.testing.assert_close(u_r.t() @ u_r, eye, atol=1e-5, rtol=0)
+        torch.testing.assert_close(vh_r @ vh_r.t(), eye, atol=1e-5, rtol=0)
+
+
+def test_pissa_hands_each_layer_its_own_factors():
+    base = Wide()
+    names = [f"layers.{i}" for i in range(7)]
+    weights = [base.get_submodule(n).weight.detach().clone() for n in names]
+    torch.manual_seed(3)
+    want = randomized_svds(weights, 4, 2)
+    torch.manual_seed(3)
+    model = adapters.PiSSA(rank=4, alpha=8.0, init="svd_lowrank", niter=2).apply(copy.deepcopy(base))
+    for name, w, (u, s, vh) in zip(names, weights, want):
+        layer = model.get_submodule(name)
+        torch.testing.assert_close(layer.delta_weight(), (u * s) @ vh, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer.merged_weight(), w, atol=1e-6, rtol=0)
+
+
+def test_fast_pissa_keeps_a_whole_model_output_and_is_deterministic():
+    base, x = Wide(), torch.randn(5, 64)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        runs.append(adapters.PiSSA(rank=4, init="svd_lowrank").apply(copy.deepcopy(base)))
+    torch.testing.assert_close(runs[0](x), base(x), atol=1e-5, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()))
+
+
+def test_exact_pissa_wraps_one_layer_at_a_time_bit_for_bit():
+    base = Wide()
+    model = adapters.PiSSA(rank=4).apply(copy.deepcopy(base))
+    for i in range(7):
+        alone = adapters.LoraLinear(copy.deepcopy(base.layers[i]), 4, 16.0 / 4, init="pissa")
+        ours = model.layers[i]
+        for key, tensor in alone.state_dict().items():
+            assert torch.equal(ours.state_dict()[key], tensor), key

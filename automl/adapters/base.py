@@ -223,9 +223,14 @@ class Adapter(pg.Object):
         plan = self.plan(model) if plan is None else plan
         for p in model.parameters():
             p.requires_grad_(False)
-        for name, rank in plan.items():
-            replace_module(model, name, self.wrap(name, model.get_submodule(name), rank))
+        for name, layer in self.wrap_layers(model, plan).items():
+            replace_module(model, name, layer)
         return model
+
+    def wrap_layers(self, model: nn.Module, plan: dict[str, int | None]) -> dict[str, nn.Module]:
+        """The adapter layer of every layer of ``plan``, by name: :meth:`wrap` one layer at a time
+        (an adapter whose layers share work, e.g. a batched initialisation, overrides this)."""
+        return {name: self.wrap(name, model.get_submodule(name), rank) for name, rank in plan.items()}
 
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
         """A regulariser added to the training loss (0 unless the method defines one)."""

@@ -39,12 +39,14 @@ class LoraLinear(AdapterLayer):
 
     ``init="lora"`` (kaiming-uniform ``A``, zero ``B``) or ``"pissa"`` (principal singular
     triplets, exact SVD when ``niter`` is ``None``, else the randomized SVD of
-    :mod:`automl.adapters.rsvd` with ``niter`` subspace iterations); ``use_dora`` adds DoRA's magnitude vector. Factors live on the base
-    weight's device and dtype; SVDs run in float32.
+    :mod:`automl.adapters.rsvd` with ``niter`` subspace iterations; or the given ``factors``
+    ``(U_r, S_r, Vh_r)``, computed with other layers'); ``use_dora`` adds DoRA's magnitude vector.
+    Factors live on the base weight's device and dtype; SVDs run in float32.
     """
 
     def __init__(self, base: nn.Linear, rank: int, scaling: float, dropout: float = 0.0, *,
-                 init: str = "lora", niter: int | None = None, use_dora: bool = False):
+                 init: str = "lora", niter: int | None = None, use_dora: bool = False,
+                 factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         super().__init__(base)
         if init not in INITS:
             raise SearchSpaceError(f"LoraLinear init {init!r} is unknown; choose one of {INITS}.")
@@ -52,12 +54,12 @@ class LoraLinear(AdapterLayer):
         self.scaling = scaling
         self.init = init
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
         if init == "lora":
+            self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
+            self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         else:
-            self._pissa_init(niter)
+            self._pissa_init(principal_svd(base.weight, rank, niter) if factors is None else factors)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_magnitude_vector: nn.Parameter | None = None
         if use_dora:
@@ -66,15 +68,16 @@ class LoraLinear(AdapterLayer):
             self.lora_magnitude_vector = nn.Parameter(norm.to(w.dtype))
 
     @torch.no_grad()
-    def _pissa_init(self, niter: int | None) -> None:
-        """PiSSA Eq. 2–4: ``A = √S_r V_rᵀ``, ``B = U_r √S_r`` (``S_r`` divided by ``s`` so that
-        ``s B A = U_r S_r V_rᵀ``); the frozen base becomes the residual ``W − s B A``."""
+    def _pissa_init(self, factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        """PiSSA Eq. 2–4 from the top-r singular triplets ``factors = (U_r, S_r, V_rᵀ)``:
+        ``A = √S_r V_rᵀ``, ``B = U_r √S_r`` (``S_r`` divided by ``s`` so that ``s B A = U_r S_r V_rᵀ``);
+        the frozen base becomes the residual ``W − s B A``."""
         weight = self.base.weight
-        u, s, vh = principal_svd(weight, self.rank, niter)
+        u, s, vh = factors
         root = (s / self.scaling).sqrt()
         a, b = root[:, None] * vh, u * root[None, :]
-        self.lora_A.copy_(a)
-        self.lora_B.copy_(b)
+        self.lora_A = nn.Parameter(a.to(weight.dtype).contiguous())
+        self.lora_B = nn.Parameter(b.to(weight.dtype).contiguous())
         if weight.dtype == torch.float32:
             weight.addmm_(b, a, alpha=-self.scaling)  # in place: no out × in temporaries
         else:
