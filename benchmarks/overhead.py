@@ -10,8 +10,9 @@ e.g. ``git worktree add /tmp/base 0a59f56``, run the same way in the same run):
    ``fit`` on the same space (the floor);
 2. trials/minute of 2 workers ÷ 1 worker on one journal file, start-up included, for searches of
    each ``--worker-trials`` count (default 12 and 40): each worker a fresh ``automl worker``
-   process with its default threads, started at once on a study created beforehand; wall time from
-   the start to the last exit. Start-up (about the same with 1 or 2 workers) weighs on the ratio
+   process with its default threads, started at once on a study created beforehand (digits, LoRA
+   r=4, the learning rate searched: every trial costs the same); wall time from the start to the
+   last exit; and the same ratio once started (first trial's start to last trial's end). Start-up (about the same with 1 or 2 workers) weighs on the ratio
    of a short search: with start-up S and trials of t seconds, (S + n·t) / (S + n·t/2);
 3. a new worker's start to its first trial finished (``automl worker --trials 1``), wall and
    CPU seconds;
@@ -108,12 +109,29 @@ def child_shares(trials: int) -> dict:
 
 
 def child_create(storage: str) -> None:
-    """The study the workers join (created before any timing)."""
+    """The study the workers join (created before any timing): the digits space with one adapter,
+    LoRA r=4, and its learning rate searched, so that every trial costs the same and the ratio
+    measures the workers, not the mix of recipes each drew."""
+    import pyglove as pg
+
     import automl
+    from automl import adapters
     from automl.study import Study
     from search_spaces.digits import OBJECTIVE, SPACE
     automl.tasks.get("digits").pretrained_model()
-    Study.create(STUDY, SPACE, "digits", OBJECTIVE, storage=storage)
+    fixed_cost = automl.Recipe(adapter=adapters.LoRA(rank=4), lr=pg.floatv(1e-4, 1e-2, scale="log"), steps=SPACE.steps)
+    Study.create(STUDY, fixed_cost, "digits", OBJECTIVE, storage=storage)
+
+
+def child_steady(storage: str) -> dict:
+    """Trials/minute of a finished worker run once started: trials ÷ (last finish − first start)."""
+    import optuna
+
+    from automl.study.storage import open_storage
+    trials = [t for t in optuna.load_study(study_name=STUDY, storage=open_storage(storage, write=False)).trials
+              if t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return {"per_min": 60 * len(trials) / span}
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -160,11 +178,15 @@ class Checkout:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
+    def _steady(self, storage: str) -> float:
+        return json.loads(self._bench("steady", "--storage", storage).strip().splitlines()[-1])["per_min"]
+
     def scaling(self, trials: int) -> dict:
-        one, _ = self._workers(self._fresh_study(), [trials])
-        two, _ = self._workers(self._fresh_study(), [trials - trials // 2, trials // 2])
+        one_study, two_study = self._fresh_study(), self._fresh_study()
+        one, _ = self._workers(one_study, [trials])
+        two, _ = self._workers(two_study, [trials - trials // 2, trials // 2])
         return {"trials": trials, "one_per_min": 60 * trials / one, "two_per_min": 60 * trials / two,
-                "ratio": one / two}
+                "ratio": one / two, "steady": self._steady(two_study) / self._steady(one_study)}
 
     def first_trial(self) -> dict:
         wall, cpu = self._workers(self._fresh_study(), [1])
@@ -190,7 +212,8 @@ def report(name: str, r: dict) -> None:
               f"{s['measurement']:.1%} + trial set-up (adapter, merge, deploy) {s['setup']:.1%}")
     for w in r["scaling"]:
         print(f"{'2 workers / 1 worker':>24}: {w['ratio']:.2f} ({w['two_per_min']:.1f} vs {w['one_per_min']:.1f} trials/min, "
-              f"{w['trials']} trials, journal file, start-up included, default threads)")
+              f"{w['trials']} trials, journal file, start-up included, default threads); once started "
+              f"{w['steady']:.2f}")
     f = r["first_trial"]
     print(f"{'new worker':>24}: start to first trial finished {f['wall']:.1f} s wall, {f['cpu']:.1f} s CPU")
 
@@ -201,7 +224,7 @@ def main() -> None:
     parser.add_argument("--worker-trials", type=int, nargs="+", default=[12, 40],
                         help="trials of each search for the worker scaling (default 12 40)")
     parser.add_argument("--against", type=Path, default=None, help="another checkout, measured in the same run")
-    parser.add_argument("--child", choices=["shares", "create"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["shares", "create", "steady"], help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "shares":
@@ -209,6 +232,9 @@ def main() -> None:
         return
     if args.child == "create":
         child_create(args.storage)
+        return
+    if args.child == "steady":
+        print(json.dumps(child_steady(args.storage)))
         return
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")
