@@ -21,7 +21,7 @@ import pyglove as pg
 from automl.errors import SearchSpaceError
 from automl.sampling.pyglove_sampler import PyGloveSampler
 from automl.sampling.seeded import SeededSampler
-from automl.sampling.space import dna_spec
+from automl.sampling.space import space_size
 
 DEFAULT_ALGORITHM = "tpe"
 EVOLUTION_POPULATION = 10
@@ -30,12 +30,6 @@ EVOLUTION_TOURNAMENT = 3
 TPE_EI_CANDIDATES = 64
 """Candidates TPE draws from its model of the good trials and scores per trial (Optuna's default
 is 24): more of them pick the best-looking recipe more surely on categorical spaces."""
-
-
-def space_size(space: Any) -> float:
-    """Recipes in ``space`` (``inf`` with a continuous decision)."""
-    size = dna_spec(space).space_size
-    return math.inf if size is None or size < 0 else float(size)
 
 
 def startup_trials(size: float) -> int:

@@ -9,6 +9,7 @@ objects is labelled by class name (``LoRA``), between literals by the literal (`
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Protocol
 
 import pyglove as pg
@@ -148,6 +149,13 @@ def dna_spec(space: Any) -> pg.geno.Space:
                                "pg.manyof values in it (e.g. adapter=pg.oneof([...])), or use "
                                "automl.evaluate for one fixed recipe.")
     return spec
+
+
+def space_size(space: Any, spec: pg.geno.Space | None = None) -> float:
+    """How many recipes ``space`` holds (``inf`` with a continuous decision); ``spec``: its
+    DNASpec, when the caller has it."""
+    size = (spec or dna_spec(space)).space_size
+    return math.inf if size is None or size < 0 else float(size)
 
 
 def suggest(trial: Any, space: Any, spec: pg.geno.Space | None = None) -> pg.DNA:

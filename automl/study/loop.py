@@ -6,7 +6,6 @@ don't count, and an exhausted space stops the loop with a :class:`StudyError`.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -17,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl.artifacts import prune_artifacts, save_trained_states
 from automl.errors import AutomlError, StudyError
 from automl.sampling.decode import Decoder
-from automl.sampling.space import dna_spec, suggest
+from automl.sampling.space import dna_spec, space_size, suggest
 from automl.study import records
 from automl.trainer import fit
 
@@ -39,20 +38,14 @@ def distinct_recipes(trials: list[FrozenTrial]) -> int:
                 if t.state in _TRIED and t.params and records.get(t, records.DUPLICATE_OF) is None})
 
 
-def space_size(space: Any, spec: pg.geno.Space | None = None) -> float:
-    """How many recipes the space holds (``inf`` with a continuous decision); ``spec``: its
-    DNASpec, when the caller has it."""
-    size = (spec or dna_spec(space)).space_size
-    return math.inf if size is None or size < 0 else float(size)
-
-
 class TrialRunner:
     """The objective Optuna's ``optimize`` calls, and the callback that counts and stops."""
 
-    def __init__(self, study: "Study", n_new: int, device: str | torch.device | None):
+    def __init__(self, study: "Study", n_new: int, device: str | torch.device | None,
+                 spec: pg.geno.Space | None = None):
         self.study = study
         self.space = study.space
-        self.spec = dna_spec(self.space)
+        self.spec = spec or dna_spec(self.space)
         self.size = space_size(self.space, self.spec)
         self.decoder = Decoder(self.space, self.spec)   # a DNA into a recipe, as pg.materialize does
         self.task = study.task

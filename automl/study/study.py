@@ -34,7 +34,7 @@ from automl.recipe import Recipe
 from automl.result import Result
 from automl.sampling.pyglove_sampler import stored_proposal
 from automl.sampling.samplers import check_algorithm, make_sampler
-from automl.sampling.space import dna_spec
+from automl.sampling.space import dna_spec, space_size
 from automl.study import leaderboard as board
 from automl.study import loop, records
 from automl.study.checks import check_space_fits
@@ -297,13 +297,13 @@ class Study:
             spec = dna_spec(space)
             for t in self.trials():  # a PyGlove sampler recovers from these: check them before any trial
                 stored_proposal(self.name, t, spec)
-            size = loop.space_size(space, spec)
+            size = space_size(space, spec)
             if loop.distinct_recipes(self.trials()) >= size:
                 raise loop.exhausted(self.name, size, 0, n_trials)
             self.optuna.sampler = make_sampler(algorithm, space, seed, multi)
             self.optuna.pruner = _pruner(pruner)
             self._writable()
-            runner = loop.TrialRunner(self, n_trials, device)
+            runner = loop.TrialRunner(self, n_trials, device, spec)
             bar = ProgressBar(self.name, n_trials, runner, multi) if progress else None
             try:
                 with optuna_quiet():
