@@ -45,11 +45,11 @@ def link_key(trial_id: int, artifact_id: str) -> str:
     return f"{DASHBOARD_LINK}{trial_id}:{artifact_id}"
 
 
-def link(storage, study_id: int, trial_id: int, artifact_id: str, filename: str) -> None:
-    """List a stored file among the trial's artifacts (a mutable study attribute, unlike the
-    trial's own)."""
+def link(trial_id: int, artifact_id: str, filename: str) -> dict[str, str]:
+    """The study system attribute that lists a stored file among the trial's artifacts (a
+    mutable study attribute, unlike the trial's own), as ``{key: value}``."""
     meta = ArtifactMeta(artifact_id=artifact_id, filename=filename, mimetype=WEIGHTS_MIMETYPE, encoding=None)
-    storage.set_study_system_attr(study_id, link_key(trial_id, artifact_id), json.dumps(asdict(meta)))
+    return {link_key(trial_id, artifact_id): json.dumps(asdict(meta))}
 
 
 def unlink(storage, study_id: int, trial_id: int, artifact_id: str) -> None:
@@ -73,9 +73,10 @@ def default_store(study_name: str) -> FileSystemArtifactStore:
 
 
 def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
-                        states: list[dict[str, torch.Tensor]]) -> str:
-    """Write one trial's trained states to the store; record the artifact id on the trial and link
-    it for optuna-dashboard (see the module docstring)."""
+                        states: list[dict[str, torch.Tensor]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Write one trial's trained states to the store. Returns what records them, for the caller to
+    store with the trial's metrics in one write: the trial's system attribute (the artifact id)
+    and the study's that links it for optuna-dashboard (see the module docstring)."""
     tensors = {f"{sub}/{key}": value.contiguous() for sub, state in zip(subtasks, states)
                for key, value in state.items()}
     artifact_id = str(uuid.uuid4())
@@ -85,9 +86,7 @@ def save_trained_states(store, trial: optuna.Trial, subtasks: list[str],
         save_file(tensors, str(path), metadata={"subtasks": ",".join(subtasks)})
         with open(path, "rb") as f:
             store.write(artifact_id, f)
-    records.put(trial.study, trial, records.ARTIFACT, artifact_id)
-    link(trial.study._storage, trial.study._study_id, trial._trial_id, artifact_id, filename)
-    return artifact_id
+    return {records.ARTIFACT: artifact_id}, link(trial._trial_id, artifact_id, filename)
 
 
 def load_trained_states(store, trial: optuna.trial.FrozenTrial, subtasks: list[str],

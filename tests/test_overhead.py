@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -92,11 +93,13 @@ def test_a_trials_metrics_and_bookkeeping_are_one_storage_write(tmp_path, kind):
         append = storage._backend.append_logs
         storage._backend.append_logs = lambda logs: writes.append(1) or append(logs)
     metrics = {f"metric{i}": i / 7 for i in range(25)}
-    records.put_many(storage, trial, {records.DNA: "[1]", records.LABELS: {"adapter": "LoRA"}}, metrics)
+    records.put_many(storage, trial, {records.DNA: "[1]", records.LABELS: {"adapter": "LoRA"}}, metrics,
+                     study={"dashboard:artifacts:x": "listed"})
     assert len(writes) == 1
     stored = storage.get_trial(trial._trial_id)
     assert records.metrics(stored) == metrics and stored.user_attrs == metrics
     assert records.get(stored, records.LABELS) == {"adapter": "LoRA"}
+    assert storage.get_study_system_attrs(study._study_id)["dashboard:artifacts:x"] == "listed"
     records.put_many(storage, trial, metrics={"metric0": -1.0})          # a key written again is replaced
     assert storage.get_trial(trial._trial_id).user_attrs["metric0"] == -1.0
     study.tell(trial, 1.0)
@@ -192,7 +195,7 @@ def _stored(storage, trial_id: int):
 
 def _as_dict(t) -> dict:
     return {"number": t.number, "state": t.state, "values": t.values, "start": t.datetime_start,
-            "params": t.params, "distributions": t.distributions, "user": t.user_attrs,
+            "end": t.datetime_complete, "params": t.params, "distributions": t.distributions, "user": t.user_attrs,
             "system": t.system_attrs, "intermediate": t.intermediate_values}
 
 
@@ -250,3 +253,119 @@ def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
     assert other._trial_id not in storage._running
     assert storage.get_trial(other._trial_id).state == optuna.trial.TrialState.FAIL
     assert all(checks) and len(checks) == 3
+
+
+def _open(tmp_path, kind: str = "sqlite", **kwargs):
+    """A fresh RDB storage: a SQLite file, or the PostgreSQL database of ``AUTOML_TEST_POSTGRES``
+    emptied of studies."""
+    from automl.study.storage import open_storage
+    url = f"sqlite:///{tmp_path}/s.db"
+    if kind == "postgresql":
+        url = os.environ["AUTOML_TEST_POSTGRES"]
+        for name in optuna.get_all_study_names(url):
+            optuna.delete_study(study_name=name, storage=url)
+    return open_storage(url, write=True, **kwargs)
+
+
+RDBS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not os.environ.get("AUTOML_TEST_POSTGRES"), reason="set AUTOML_TEST_POSTGRES (.ci/run starts a server)"))]
+
+
+def _count(storage, event: str) -> list:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    seen: list = []
+    sqlalchemy.event.listen(storage.engine, event, lambda *_: seen.append(1))
+    return seen
+
+
+@pytest.mark.parametrize("kind", RDBS)
+def test_a_trials_last_write_goes_with_its_end_and_reads_of_our_trials_are_one_query(tmp_path, kind):
+    """A trial's last write (its metrics and where its weights are) waits for its state change
+    and is stored in that transaction; Optuna's reads of the trials that changed (its cache's, the
+    sampler's) take one query while our trial runs and once it has finished, and give what the
+    database holds (times included)."""
+    from automl.study import records
+    storage = _open(tmp_path, kind)
+    study = optuna.create_study(storage=storage, study_name="s")
+    first = study.ask()
+    study.tell(first, 0.5)
+    study.get_trials()                    # Optuna's cache now reads only what changes
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    records.put_many(storage, trial, {records.DNA: "[1]"})
+    statements = _count(storage, "before_cursor_execute")
+    running = study.get_trials()[-1]
+    assert len(statements) == 1 and _as_dict(running) == _as_dict(_stored(storage, trial._trial_id))
+    commits = _count(storage, "commit")
+    records.put_many(storage, trial, {records.ARTIFACT: "weights"}, {"accuracy": 0.9},
+                     study={"dashboard:artifacts:1:weights": "listed"}, last=True)
+    assert commits == [] and _stored(storage, trial._trial_id).user_attrs == {}        # it waits ...
+    assert storage.get_trial(trial._trial_id).user_attrs == {"accuracy": 0.9}          # ... in the copy
+    commits.clear()
+    study.tell(trial, 0.9)
+    assert len(commits) == 1                                                          # one transaction
+    stored = _stored(storage, trial._trial_id)
+    assert stored.user_attrs == {"accuracy": 0.9} and stored.system_attrs[records.ARTIFACT] == "weights"
+    assert storage.get_study_system_attrs(study._study_id)["dashboard:artifacts:1:weights"] == "listed"
+    statements.clear()
+    finished = study.get_trials()[-1]
+    assert len(statements) == 1 and _as_dict(finished) == _as_dict(stored) and stored.datetime_complete
+    assert _as_dict(study.get_trials()[0]) == _as_dict(_stored(storage, first._trial_id))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")   # Optuna's: heartbeats outside optimize
+def test_a_trials_first_heartbeat_goes_with_its_first_write(tmp_path):
+    """The heartbeat thread's first beat for a trial not yet written to is stored with the
+    trial's first write, in its transaction (not as a concurrent one); any later beat, or the
+    first of a trial written to already, is stored at once; the beat makes a dead trial stale."""
+    from automl.study import Heartbeat, records
+    storage = _open(tmp_path, heartbeat=Heartbeat(interval=1, grace=2))
+    study = optuna.create_study(storage=storage, study_name="s")
+
+    def beats(trial) -> int:
+        sqlalchemy = pytest.importorskip("sqlalchemy")
+        with storage.engine.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = :t"),
+                             {"t": trial._trial_id}).scalar()
+
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)    # what Optuna's heartbeat thread does first
+    assert beats(trial) == 0
+    commits = _count(storage, "commit")
+    records.put_many(storage, trial, {records.DNA: "[1]"})
+    assert len(commits) == 1 and beats(trial) == 1
+    storage.record_heartbeat(trial._trial_id)
+    assert len(commits) == 2 and beats(trial) == 1
+    early = study.ask()
+    records.put_many(storage, early, {records.DNA: "[2]"})
+    storage.record_heartbeat(early._trial_id)
+    assert beats(early) == 1
+    assert storage._get_stale_trial_ids(study._study_id) == []      # beaten just now
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    with storage.engine.begin() as c:            # as if both workers had died a minute ago
+        c.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-60 seconds')"))
+    assert set(storage._get_stale_trial_ids(study._study_id)) == {trial._trial_id, early._trial_id}
+
+
+@pytest.mark.parametrize("kind", RDBS)
+def test_parameters_written_together_are_checked_as_optuna_checks_each(tmp_path, kind):
+    """A trial's parameters go to the database in one INSERT with its next write; one whose name
+    the study already holds with an incompatible distribution (which the caller did not know
+    of) is refused there, as Optuna refuses it, and nothing of that write is stored."""
+    from automl.study import records
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    storage = _open(tmp_path, kind)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_int("rank", 1, 8)
+    study.tell(trial, 1.0)
+    assert _stored(storage, trial._trial_id).params == trial.params
+    fine, wrong = study.ask(), study.ask()
+    storage._set_trial_param(fine._trial_id, "x", 0.25, FloatDistribution(0.0, 1.0), None)
+    records.put_many(storage, fine, {records.DNA: "[1]"})
+    assert _stored(storage, fine._trial_id).params == {"x": 0.25}
+    storage._set_trial_param(wrong._trial_id, "x", 0, CategoricalDistribution(["a", "b"]), None)
+    with pytest.raises(ValueError, match="distribution"):
+        records.put_many(storage, wrong, {records.DNA: "[2]"})
+    assert _stored(storage, wrong._trial_id).params == {} and records.DNA not in _stored(storage, wrong._trial_id).system_attrs

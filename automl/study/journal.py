@@ -57,14 +57,22 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return self._stale_callback
 
-    def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> None:
-        """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item as one append to the
-        journal file (one log entry per key, the format every Optuna reader replays) and one sync."""
+    def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any],
+                        study: dict[str, Any] | None = None, last: bool = False) -> None:
+        """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item, and
+        ``set_study_system_attr`` of the trial's study for every item of ``study``, as one append
+        to the journal file (one log entry per key, the format every Optuna reader replays) and
+        one sync; ``last`` (the trial's last write) changes nothing here."""
         worker = self._replay_result.worker_id
         logs = [{"op_code": JournalOperation.SET_TRIAL_USER_ATTR, "worker_id": worker, "trial_id": trial_id,
                  "user_attr": {key: value}} for key, value in user.items()]
         logs += [{"op_code": JournalOperation.SET_TRIAL_SYSTEM_ATTR, "worker_id": worker, "trial_id": trial_id,
                   "system_attr": {key: value}} for key, value in system.items()]
+        if study:
+            with self._thread_lock:
+                study_id = self._replay_result._trial_id_to_study_id[trial_id]
+            logs += [{"op_code": JournalOperation.SET_STUDY_SYSTEM_ATTR, "worker_id": worker, "study_id": study_id,
+                      "system_attr": {key: value}} for key, value in study.items()]
         if not logs:
             return
         with self._thread_lock:

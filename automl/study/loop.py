@@ -89,10 +89,12 @@ class TrialRunner:
         # intermediate values only when a pruner can use them (evaluating costs time on big models)
         pruning = not self.multi and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         result = fit(recipe, self.task, device=self.device, report=_reporter(trial) if pruning else None)
-        records.put_many(self.storage, trial, metrics=result.metrics)   # one write for every metric
+        kept: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
         if result.trained_states:   # a replayed (tabular) result has no weights to keep
-            save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],
-                                result.trained_states)
+            kept = save_trained_states(self.study.artifact_store, trial, [s.name for s in self.task.subtasks],
+                                       result.trained_states)
+        # one write: every metric, and where the weights are (the trial's and the study's records)
+        records.put_many(self.storage, trial, kept[0], metrics=result.metrics, study=kept[1], last=True)
         return self.study.objective.values(result)
 
     def _original(self, trial: optuna.Trial) -> FrozenTrial | None:

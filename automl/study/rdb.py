@@ -1,16 +1,19 @@
 """Optuna's RDB storage (SQLite, PostgreSQL, MySQL) whose stale trials say why they failed, that
-writes a trial's attributes in one transaction, and that answers ``get_trial`` for the trials this
-process runs from what it wrote."""
+writes a trial's attributes in one transaction, and that answers reads of the trials this process
+runs (and has just finished) from what it wrote."""
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import importlib
 import json
 import sqlite3
+import threading
 from typing import Any, Callable
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session  # Optuna's own session helper
@@ -20,17 +23,17 @@ from automl.study import records
 
 def _mirrored(update: Callable[..., None], params_first: bool = True):
     """A write to a trial that, once stored, is applied to this process's copy of the trial too
-    (``update(copy, *args)``); a trial the database says is finished is no longer copied. The
-    trial's parameters not written yet go first (``params_first``), else the write takes them."""
+    (``update(copy, *args)``); a trial the database says is finished is no longer copied. What
+    waits for the trial's next write goes first (``params_first``), else the write takes it."""
     def wrap(write):
         @functools.wraps(write)
         def method(self, trial_id: int, *args: Any, **kwargs: Any):
             try:
                 if params_first:
-                    self._write_params(trial_id)
+                    self._write_pending(trial_id)
                 out = write(self, trial_id, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
-                self._running.pop(trial_id, None)   # finished elsewhere (e.g. failed as stale)
+                self._forget(trial_id)   # finished elsewhere (e.g. failed as stale)
                 raise
             mine = self._running.get(trial_id)
             if mine is not None:
@@ -61,7 +64,7 @@ def _system(t: FrozenTrial, key: str, value: Any) -> None:
     t.system_attrs = {**t.system_attrs, key: _json(value)}
 
 
-def _attrs(t: FrozenTrial, user: dict[str, Any], system: dict[str, Any]) -> None:
+def _attrs(t: FrozenTrial, user: dict[str, Any], system: dict[str, Any], study: Any = None, last: bool = False) -> None:
     t.user_attrs = {**t.user_attrs, **_json(user)}
     t.system_attrs = {**t.system_attrs, **_json(system)}
 
@@ -71,18 +74,35 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
     period) gets its ``fail_reason`` before Optuna fails it; :meth:`set_trial_attrs` stores many
     attributes in one commit (a trial's 25 metrics were 25 commits).
 
-    ``get_trial`` of a trial this process created and still runs is answered from a copy that
-    every write through this storage updates after the database took it, as the database would
-    answer it (Optuna reads the running trial back three times a trial, five queries each). A
-    write the database refuses because the trial finished elsewhere drops the copy; so does
-    finishing it. The parameters such a trial is given (one ``suggest`` each) go to the database
-    with its next write, in that write's transaction (automl stores the recipe right after the
-    walk of the space), or before any read of several trials: one commit, not one per decision.
+    Reads. A trial this process created and still runs is read from a copy that every write
+    through this storage updates after the database took it, as the database would answer it:
+    by ``get_trial``, and by Optuna's reads of the trials changed since its last (its cache's
+    ``_get_trials``: the sampler's, the search space's, the callbacks', three or four a trial),
+    which then ask the database only which trials changed and read in full only those that are
+    not ours (Optuna read the running trial back five to seven times a trial, five queries
+    each). A trial this process finishes is read from its copy, with the times the database
+    holds, until Optuna's cache has it. A write the database refuses because the trial finished
+    elsewhere drops the copy, and so does a read that finds it finished elsewhere.
+
+    Writes. What such a trial is given or does at its start waits for its next write and goes
+    in that write's transaction (automl writes the recipe right after the walk of the space),
+    or before any read of several trials: its parameters (one ``suggest`` each; one INSERT) and
+    the heartbeat thread's first beat. Its last write (``set_trial_attrs(..., last=True)``: the
+    metrics) goes with its state change. So a trial is four commits: created, recipe, finished,
+    and the heartbeats of a long one (Optuna's own path, with automl's records, was ten).
     """
+
+    FINISHED_KEPT = 64   # finished trials' copies kept for Optuna's next read (it needs one each)
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._running: dict[int, FrozenTrial] = {}
+        self._finished: dict[int, FrozenTrial] = {}   # ours, finished here, not yet read by Optuna
         self._params: dict[int, list[tuple[Any, ...]]] = {}   # parameters of our trials not written yet
+        self._first_beat: set[int] = set()   # our trials whose first heartbeat waits for their first write
+        self._written: set[int] = set()      # our running trials written to since their creation
+        self._lock = threading.Lock()        # the heartbeat thread's and the trial's
+        self._upserts: dict[Any, Any] = {}   # per table, built once
+        self._later: dict[int, tuple[dict[str, Any], ...]] = {}   # our trials' last attributes, for their end
         super().__init__(*args, **kwargs)
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
@@ -97,21 +117,118 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
                                                       previous_distribution))
         _param(mine, param_name, param_value_internal, distribution)
 
-    def _params_into(self, session: Any, trial_id: int) -> None:
-        """Write the trial's pending parameters in ``session`` (they are not retried: a trial
-        whose write fails fails)."""
-        for args in self._params.pop(trial_id, ()):
-            self._set_trial_param_without_commit(session, trial_id, *args)
+    def _pending_into(self, session: Any, trial: Any) -> None:
+        """Write what waits for the trial's next write (``trial``: its row, checked to be still
+        running) in ``session``: its parameters, its first heartbeat and the attributes of its
+        last write (they are not retried: a trial whose write fails fails)."""
+        trial_id = trial.trial_id
+        with self._lock:
+            self._written.add(trial_id)
+            beat = trial_id in self._first_beat
+            self._first_beat.discard(trial_id)
+        params = self._params.pop(trial_id, ())
+        if params:
+            self._insert_params(session, trial_id, params)
+        if beat:   # none can exist: only this method or, after it, the heartbeat thread writes one
+            session.add(models.TrialHeartbeatModel(trial_id=trial_id))   # the time: the database's now
+        later = self._later.pop(trial_id, None)
+        if later is not None:
+            self._attrs_into(session, trial, *later)
 
-    def _write_params(self, trial_id: int) -> None:
-        if self._params.get(trial_id):
+    def _insert_params(self, session: Any, trial_id: int, params: list[tuple[Any, ...]]) -> None:
+        """Optuna's write of each parameter (``_set_trial_param_without_commit``: a name the
+        caller knew no distribution for is checked against the study's first stored one), for
+        all of a trial's parameters at once: one read of those distributions, one INSERT."""
+        T, P = models.TrialModel, models.TrialParamModel
+        unknown = {name for name, _value, _dist, previous in params if previous is None}
+        stored: dict[str, str] = {}
+        if unknown:
+            study = sqlalchemy.select(T.study_id).where(T.trial_id == trial_id).scalar_subquery()
+            for name, dist in (session.query(P.param_name, P.distribution_json).join(T)
+                               .filter(T.study_id == study, P.param_name.in_(unknown)).order_by(P.param_id)):
+                stored.setdefault(name, dist)
+        for name, _value, distribution, previous in params:
+            if previous is None and name in stored:
+                previous = optuna.distributions.json_to_distribution(stored[name])
+            if previous is not None:
+                optuna.distributions.check_distribution_compatibility(previous, distribution)
+        session.execute(sqlalchemy.insert(P), [
+            {"trial_id": trial_id, "param_name": name, "param_value": value,
+             "distribution_json": optuna.distributions.distribution_to_json(distribution)}
+            for name, value, distribution, _previous in params])
+
+    def _pending(self, trial_id: int) -> bool:
+        return bool(self._params.get(trial_id)) or trial_id in self._first_beat or trial_id in self._later
+
+    def _write_pending(self, trial_id: int) -> None:
+        if self._pending(trial_id):
             with _create_scoped_session(self.scoped_session, True) as session:
-                self._params_into(session, trial_id)
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, trial.state)
+                self._pending_into(session, trial)
 
-    def _get_trials(self, study_id: int, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        for trial_id in list(self._params):
-            self._write_params(trial_id)
-        return super()._get_trials(study_id, *args, **kwargs)
+    def record_heartbeat(self, trial_id: int) -> None:
+        """A trial of ours not written to since its creation gets its first heartbeat with that
+        first write, milliseconds later (automl writes the recipe right after the walk of the
+        space), in its transaction: not in a second transaction at the same moment from the
+        heartbeat thread, which on SQLite waits for the other's lock."""
+        with self._lock:
+            if trial_id in self._running and trial_id not in self._written:
+                self._first_beat.add(trial_id)
+                return
+        super().record_heartbeat(trial_id)
+
+    def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
+                    trial_id_greater_than: int) -> list[FrozenTrial]:
+        """Optuna's read of the trials in ``included_trial_ids`` or after ``trial_id_greater_than``
+        (all with -1); when some of them may be ours, one query says which trials those are and
+        in which state, and only the ones that are not ours as we hold them are read in full."""
+        for trial_id in [t for t in list(self._running) if self._pending(t)]:
+            try:
+                self._write_pending(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._forget(trial_id)   # failed elsewhere (as stale): what waited is dropped
+        if trial_id_greater_than < 0 or not (self._running or self._finished):
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        T = models.TrialModel
+        included = {i for i in included_trial_ids if i <= trial_id_greater_than}
+        changed = T.trial_id > trial_id_greater_than
+        if included:
+            changed = sqlalchemy.or_(T.trial_id.in_(included), changed)
+        try:
+            with _create_scoped_session(self.scoped_session) as session:
+                query = session.query(T).filter(T.study_id == study_id, changed)   # the rows alone
+                if states is not None:
+                    query = query.filter(T.state.in_(states))
+                rows = [(t.trial_id, t.state, t.datetime_start, t.datetime_complete) for t in query]
+        except sqlalchemy.exc.OperationalError:   # e.g. too many ids for one IN: Optuna's own fallback
+            rows = []
+        if not rows:
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        trials, rest = {}, set()
+        for trial_id, state, start, complete in rows:
+            mine = self._copy(trial_id, state)
+            if mine is None:
+                rest.add(trial_id)
+                continue
+            mine.datetime_start, mine.datetime_complete = start, complete   # as stored (e.g. MySQL's seconds)
+            trials[trial_id] = mine
+        if rest:   # the others, and any trial created since the query above
+            trials.update((t._trial_id, t) for t in super()._get_trials(
+                study_id, states, rest, max(trial_id for trial_id, *_ in rows)))
+        return [trials[trial_id] for trial_id in sorted(trials)]
+
+    def _copy(self, trial_id: int, state: TrialState) -> FrozenTrial | None:
+        """Our copy of a trial the database says is in ``state`` (a trial finished here is handed
+        out once: Optuna's cache keeps it); none when it is not ours or not as we hold it."""
+        running = self._running.get(trial_id)
+        if running is not None:
+            if state == TrialState.RUNNING:
+                return copy.deepcopy(running)
+            self._forget(trial_id)   # finished elsewhere (e.g. failed as stale)
+            return None
+        finished = self._finished.pop(trial_id, None)
+        return finished if finished is not None and finished.state == state else None
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         frozen = super()._create_new_trial(study_id, template_trial)
@@ -119,17 +236,52 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
             self._running[frozen._trial_id] = copy.deepcopy(frozen)
         return frozen
 
+    def _forget(self, trial_id: int) -> None:
+        """The trial is no longer ours to copy (finished here or elsewhere)."""
+        self._running.pop(trial_id, None)
+        self._params.pop(trial_id, None)
+        self._later.pop(trial_id, None)
+        with self._lock:
+            self._written.discard(trial_id)
+            self._first_beat.discard(trial_id)
+
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        mine = self._running.get(trial_id)
+        mine = self._running.get(trial_id) or self._finished.get(trial_id)
         return copy.deepcopy(mine) if mine is not None else super().get_trial(trial_id)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        """Optuna's state change; a trial of ours that finishes does so in one transaction with
+        what waited for it (its last attributes, parameters not written yet), and its copy is
+        kept, with the times the database holds, until Optuna's cache has read it."""
+        mine = self._running.get(trial_id)
+        if mine is None or not state.is_finished():
+            try:
+                self._write_pending(trial_id)
+                return super().set_trial_state_values(trial_id, state, values)
+            finally:
+                if state != TrialState.RUNNING:
+                    self._forget(trial_id)
         try:
-            self._write_params(trial_id)
-            return super().set_trial_state_values(trial_id, state, values)
+            with _create_scoped_session(self.scoped_session) as session:   # as Optuna's, plus what waited
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+                self.check_trial_is_updatable(trial_id, trial.state)
+                self._pending_into(session, trial)
+                for objective, value in enumerate(values or ()):
+                    self._set_trial_value_without_commit(session, trial, objective, value)
+                trial.state = state
+                trial.datetime_complete = datetime.datetime.now()
+                times = trial.datetime_start, trial.datetime_complete   # as a read gives them back
+        except sqlalchemy.exc.IntegrityError:
+            return False
         finally:
-            if state != TrialState.RUNNING:
-                self._running.pop(trial_id, None)
+            self._forget(trial_id)
+        if self.engine.name != "mysql":   # MySQL keeps whole seconds: a read would differ
+            mine.state, (mine.datetime_start, mine.datetime_complete) = state, times
+            mine.values = None if values is None else [float(v) for v in values]
+            while len(self._finished) >= self.FINISHED_KEPT:
+                self._finished.pop(next(iter(self._finished)))
+            self._finished[trial_id] = mine
+        return True
 
     set_trial_intermediate_value = _mirrored(_intermediate)(optuna.storages.RDBStorage.set_trial_intermediate_value)
     set_trial_user_attr = _mirrored(_user)(optuna.storages.RDBStorage.set_trial_user_attr)
@@ -141,34 +293,64 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         return stale
 
     @_mirrored(_attrs, params_first=False)
-    def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> None:
-        """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item, in one transaction:
-        one check that the trial is still running, then one multi-row upsert per table (the rows
-        Optuna writes, JSON values); a database without an upsert gets Optuna's one-key writes."""
+    def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any],
+                        study: dict[str, Any] | None = None, last: bool = False) -> None:
+        """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item, and
+        ``set_study_system_attr`` of the trial's study for every item of ``study``, in one
+        transaction. ``last``: the trial's last write before it finishes (its metrics), which
+        for a trial of ours then waits for that state change and goes in its transaction."""
+        if last and trial_id in self._running:
+            user0, system0, study0 = self._later.get(trial_id, ({}, {}, {}))
+            self._later[trial_id] = ({**user0, **user}, {**system0, **system}, {**study0, **(study or {})})
+            return
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)
-            self._params_into(session, trial_id)
-            for model, attrs in ((models.TrialUserAttributeModel, user), (models.TrialSystemAttributeModel, system)):
-                if not attrs:
-                    continue
-                rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
-                statement = self._upsert(model, rows)
-                if statement is not None:
-                    session.execute(statement)
-                else:
-                    for key, value in attrs.items():
-                        self._set_trial_attr_without_commit(session, model, trial_id, key, value)
+            self._pending_into(session, trial)
+            self._attrs_into(session, trial, user, system, study or {})
 
-    def _upsert(self, model: Any, rows: list[dict[str, Any]]) -> Any:
-        """An INSERT of ``rows`` replacing existing keys, for databases that have one."""
+    def _attrs_into(self, session: Any, trial: Any, user: dict[str, Any], system: dict[str, Any],
+                    study: dict[str, Any]) -> None:
+        """One upsert per table of every row (the rows Optuna writes, JSON values; one statement,
+        compiled once, for any number of rows: a multi-row VALUES is compiled anew for each
+        count, at several ms); a database without an upsert gets Optuna's one-key writes."""
+        for model, owner, attrs in ((models.TrialUserAttributeModel, trial.trial_id, user),
+                                    (models.TrialSystemAttributeModel, trial.trial_id, system),
+                                    (models.StudySystemAttributeModel, trial.study_id, study)):
+            if not attrs:
+                continue
+            statement = self._upsert(model)
+            if statement is not None:
+                owned = "study_id" if model is models.StudySystemAttributeModel else "trial_id"
+                session.execute(statement, [{owned: owner, "key": key, "value_json": json.dumps(value)}
+                                            for key, value in attrs.items()])
+            elif model is models.StudySystemAttributeModel:
+                for key, value in attrs.items():
+                    attribute = model.find_by_study_and_key(trial.study, key, session)
+                    if attribute is None:
+                        session.add(model(study_id=owner, key=key, value_json=json.dumps(value)))
+                    else:
+                        attribute.value_json = json.dumps(value)
+            else:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(session, model, trial.trial_id, key, value)
+
+    def _upsert(self, model: Any) -> Any:
+        """An INSERT into ``model``'s table replacing an existing key's value, for databases that
+        have one (the rows come with its execution)."""
+        if model not in self._upserts:
+            self._upserts[model] = self._upsert_statement(model)
+        return self._upserts[model]
+
+    def _upsert_statement(self, model: Any) -> Any:
         dialect = self.engine.name
         if dialect in ("sqlite", "postgresql") and (dialect != "sqlite" or sqlite3.sqlite_version_info >= (3, 24, 0)):
-            insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(model).values(rows)
-            return insert.on_conflict_do_update(index_elements=[model.trial_id, model.key],
+            insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(model)
+            owner = model.study_id if model is models.StudySystemAttributeModel else model.trial_id
+            return insert.on_conflict_do_update(index_elements=[owner, model.key],
                                                 set_={"value_json": insert.excluded.value_json})
         if dialect == "mysql":
             from sqlalchemy.dialects import mysql
-            insert = mysql.insert(model).values(rows)
+            insert = mysql.insert(model)
             return insert.on_duplicate_key_update(value_json=insert.inserted.value_json)
         return None

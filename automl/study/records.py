@@ -55,19 +55,25 @@ def put(study: optuna.Study, trial: "optuna.Trial | FrozenTrial", key: str, valu
 
 
 def put_many(storage: Any, trial: "optuna.Trial | FrozenTrial", system: dict[str, Any] | None = None,
-             metrics: dict[str, Any] | None = None) -> None:
+             metrics: dict[str, Any] | None = None, study: dict[str, Any] | None = None,
+             last: bool = False) -> None:
     """Store bookkeeping values (system attributes) and metrics (user attributes, one per metric,
-    as before) on a running trial in one storage round trip where the storage can batch (automl's
-    RDB and journal storages: :meth:`set_trial_attrs`), else one write per key."""
-    system, metrics = dict(system or {}), dict(metrics or {})
+    as before) on a running trial, and bookkeeping values of its study (system attributes;
+    ``trial`` is then an :class:`optuna.Trial`), in one storage round trip where the storage can
+    batch (automl's RDB and journal storages: :meth:`set_trial_attrs`), else one write per key.
+    ``last``: the trial's last write before it finishes, which a storage may make with that
+    state change (automl's RDB storage)."""
+    system, metrics, study = dict(system or {}), dict(metrics or {}), dict(study or {})
     batch = getattr(storage, "set_trial_attrs", None)
     if batch is not None:
-        batch(trial._trial_id, metrics, system)
+        batch(trial._trial_id, metrics, system, study, last=last)
         return
     for key, value in system.items():
         storage.set_trial_system_attr(trial._trial_id, key, value)
     for key, value in metrics.items():
         storage.set_trial_user_attr(trial._trial_id, key, value)
+    for key, value in study.items():
+        storage.set_study_system_attr(trial.study._study_id, key, value)
 
 
 def metrics(trial: FrozenTrial) -> dict[str, Any]:
