@@ -159,7 +159,6 @@ def test_search_with_two_workers_runs_two_processes_on_one_journal_study(tmp_pat
 
 
 if __name__ == "__main__":   # re-record the fixture (from a trusted, unchanged checkout only)
-    import os
     import tempfile
     os.environ["AUTOML_STUDIES"] = tempfile.mkdtemp()
     import torch
