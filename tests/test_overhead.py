@@ -243,7 +243,9 @@ def test_a_running_trial_reads_back_as_the_database_holds_it(tmp_path):
     assert other._trial_id in storage._running
     other.suggest_int("rank", 1, 8)
     assert _stored(storage, other._trial_id).params == {}
-    study.get_trials()          # a read of several trials writes what is pending first
+    assert study.get_trials()[-1].params == other.params      # Optuna's reads: from the copy, ...
+    assert _stored(storage, other._trial_id).params == {}     # ... which holds what waits
+    storage.get_all_trials(study._study_id)   # a read of all trials from the database writes it first
     assert _stored(storage, other._trial_id).params == other.params
     elsewhere = open_storage(url, write=True)       # another worker fails it (e.g. as stale)
     elsewhere.set_trial_state_values(other._trial_id, optuna.trial.TrialState.FAIL)
@@ -279,8 +281,9 @@ def _count(storage, event: str) -> list:
 
 @pytest.mark.parametrize("kind", RDBS)
 def test_a_trials_last_write_goes_with_its_end_and_reads_of_our_trials_are_one_query(tmp_path, kind):
-    """A trial's last write (its metrics and where its weights are) waits for its state change
-    and is stored in that transaction; Optuna's reads of the trials that changed (its cache's, the
+    """What a trial is given while its space is walked (parameters, TPE's attributes) is stored
+    with its first write; its last write (its metrics and where its weights are) waits for its
+    state change and is stored in that transaction; Optuna's reads of the trials that changed (its cache's, the
     sampler's) take one query while our trial runs and once it has finished, and give what the
     database holds (times included)."""
     from automl.study import records
@@ -291,11 +294,15 @@ def test_a_trials_last_write_goes_with_its_end_and_reads_of_our_trials_are_one_q
     study.get_trials()                    # Optuna's cache now reads only what changes
     trial = study.ask()
     trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    storage.set_trial_system_attr(trial._trial_id, "tpe:relative_params:0", "{}")   # as TPE, while sampling
+    assert "tpe:relative_params:0" not in _stored(storage, trial._trial_id).system_attrs   # it waits ...
+    commits = _count(storage, "commit")
     records.put_many(storage, trial, {records.DNA: "[1]"})
+    assert len(commits) == 1 and _stored(storage, trial._trial_id).system_attrs["tpe:relative_params:0"] == "{}"
     statements = _count(storage, "before_cursor_execute")
     running = study.get_trials()[-1]
     assert len(statements) == 1 and _as_dict(running) == _as_dict(_stored(storage, trial._trial_id))
-    commits = _count(storage, "commit")
+    commits.clear()
     records.put_many(storage, trial, {records.ARTIFACT: "weights"}, {"accuracy": 0.9},
                      study={"dashboard:artifacts:1:weights": "listed"}, last=True)
     assert commits == [] and _stored(storage, trial._trial_id).user_attrs == {}        # it waits ...

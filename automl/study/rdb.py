@@ -181,15 +181,12 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
     def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
                     trial_id_greater_than: int) -> list[FrozenTrial]:
         """Optuna's read of the trials in ``included_trial_ids`` or after ``trial_id_greater_than``
-        (all with -1); when some of them may be ours, one query says which trials those are and
-        in which state, and only the ones that are not ours as we hold them are read in full."""
-        for trial_id in [t for t in list(self._running) if self._pending(t)]:
-            try:
-                self._write_pending(trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self._forget(trial_id)   # failed elsewhere (as stale): what waited is dropped
+        (all with -1). When some of them may be ours, one query says which trials those are and
+        in which state; ours are answered from their copies (which hold what waits for their
+        next write), and only the others are read in full. A read of all trials writes what
+        waits first, and reads them all from the database."""
         if trial_id_greater_than < 0 or not (self._running or self._finished):
-            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+            return self._read_all(study_id, states, included_trial_ids, trial_id_greater_than)
         T = models.TrialModel
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
         changed = T.trial_id > trial_id_greater_than
@@ -204,7 +201,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         except sqlalchemy.exc.OperationalError:   # e.g. too many ids for one IN: Optuna's own fallback
             rows = []
         if not rows:
-            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+            return self._read_all(study_id, states, included_trial_ids, trial_id_greater_than)
         trials, rest = {}, set()
         for trial_id, state, start, complete in rows:
             mine = self._copy(trial_id, state)
@@ -213,10 +210,21 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
                 continue
             mine.datetime_start, mine.datetime_complete = start, complete   # as stored (e.g. MySQL's seconds)
             trials[trial_id] = mine
-        if rest:   # the others, and any trial created since the query above
-            trials.update((t._trial_id, t) for t in super()._get_trials(
-                study_id, states, rest, max(trial_id for trial_id, *_ in rows)))
+        if rest:   # the others, and any trial created since the query above (ours, in another thread: copied)
+            for t in super()._get_trials(study_id, states, rest, max(trial_id for trial_id, *_ in rows)):
+                mine = self._copy(t._trial_id, t.state)
+                if mine is not None:
+                    mine.datetime_start, mine.datetime_complete = t.datetime_start, t.datetime_complete
+                trials[t._trial_id] = mine or t
         return [trials[trial_id] for trial_id in sorted(trials)]
+
+    def _read_all(self, study_id: int, *args: Any) -> list[FrozenTrial]:
+        for trial_id in [t for t in list(self._running) if self._pending(t)]:
+            try:
+                self._write_pending(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._forget(trial_id)   # failed elsewhere (as stale): what waited is dropped
+        return super()._get_trials(study_id, *args)
 
     def _copy(self, trial_id: int, state: TrialState) -> FrozenTrial | None:
         """Our copy of a trial the database says is in ``state`` (a trial finished here is handed
@@ -284,8 +292,27 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         return True
 
     set_trial_intermediate_value = _mirrored(_intermediate)(optuna.storages.RDBStorage.set_trial_intermediate_value)
-    set_trial_user_attr = _mirrored(_user)(optuna.storages.RDBStorage.set_trial_user_attr)
-    set_trial_system_attr = _mirrored(_system)(optuna.storages.RDBStorage.set_trial_system_attr)
+    _set_user_attr = _mirrored(_user)(optuna.storages.RDBStorage.set_trial_user_attr)
+    _set_system_attr = _mirrored(_system)(optuna.storages.RDBStorage.set_trial_system_attr)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._early(trial_id, {key: value}, {}):
+            self._set_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if not self._early(trial_id, {}, {key: value}):
+            self._set_system_attr(trial_id, key, value)
+
+    def _early(self, trial_id: int, user: dict[str, Any], system: dict[str, Any]) -> bool:
+        """An attribute set on a trial of ours before its first write (TPE's relative parameters,
+        set while the space is walked) waits for that write; false when it is stored now."""
+        with self._lock:
+            if trial_id not in self._running or trial_id in self._written:
+                return False
+        user0, system0, study0 = self._later.get(trial_id, ({}, {}, {}))
+        self._later[trial_id] = ({**user0, **user}, {**system0, **system}, study0)
+        _attrs(self._running[trial_id], user, system)
+        return True
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
