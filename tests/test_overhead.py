@@ -346,6 +346,15 @@ def test_a_trials_first_heartbeat_goes_with_its_first_write(tmp_path):
     records.put_many(storage, early, {records.DNA: "[2]"})
     storage.record_heartbeat(early._trial_id)
     assert beats(early) == 1
+    silent = study.ask()                         # an objective that writes nothing: beats all the same
+    storage.record_heartbeat(silent._trial_id)
+    assert beats(silent) == 0
+    storage.record_heartbeat(silent._trial_id)   # the next beat, still no write: stored now
+    assert beats(silent) == 1
+    storage.record_heartbeat(silent._trial_id)
+    records.put_many(storage, silent, {records.DNA: "[3]"})
+    assert beats(silent) == 1 and storage._first_beat == set()
+    study.tell(silent, 1.0)
     assert storage._get_stale_trial_ids(study._study_id) == []      # beaten just now
     sqlalchemy = pytest.importorskip("sqlalchemy")
     with storage.engine.begin() as c:            # as if both workers had died a minute ago

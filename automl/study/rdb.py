@@ -100,6 +100,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         self._params: dict[int, list[tuple[Any, ...]]] = {}   # parameters of our trials not written yet
         self._first_beat: set[int] = set()   # our trials whose first heartbeat waits for their first write
         self._written: set[int] = set()      # our running trials written to since their creation
+        self._beaten: set[int] = set()       # ... or not, but whose heartbeats the thread stores
         self._lock = threading.Lock()        # the heartbeat thread's and the trial's
         self._upserts: dict[Any, Any] = {}   # per table, built once
         self._later: dict[int, tuple[dict[str, Any], ...]] = {}   # our trials' last attributes, for their end
@@ -171,11 +172,15 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         """A trial of ours not written to since its creation gets its first heartbeat with that
         first write, milliseconds later (automl writes the recipe right after the walk of the
         space), in its transaction: not in a second transaction at the same moment from the
-        heartbeat thread, which on SQLite waits for the other's lock."""
+        heartbeat thread, which on SQLite waits for the other's lock. Should the next beat come
+        first (an objective that writes nothing), the first is stored with it, by this thread."""
         with self._lock:
-            if trial_id in self._running and trial_id not in self._written:
-                self._first_beat.add(trial_id)
-                return
+            if trial_id in self._running and trial_id not in self._written and trial_id not in self._beaten:
+                if trial_id not in self._first_beat:
+                    self._first_beat.add(trial_id)
+                    return
+                self._first_beat.discard(trial_id)   # this thread stores it, and every later one
+                self._beaten.add(trial_id)
         super().record_heartbeat(trial_id)
 
     def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
@@ -251,6 +256,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         self._later.pop(trial_id, None)
         with self._lock:
             self._written.discard(trial_id)
+            self._beaten.discard(trial_id)
             self._first_beat.discard(trial_id)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
