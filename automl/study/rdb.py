@@ -84,12 +84,14 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
     holds, until Optuna's cache has it. A write the database refuses because the trial finished
     elsewhere drops the copy, and so does a read that finds it finished elsewhere.
 
-    Writes. What such a trial is given or does at its start waits for its next write and goes
-    in that write's transaction (automl writes the recipe right after the walk of the space),
-    or before any read of several trials: its parameters (one ``suggest`` each; one INSERT) and
-    the heartbeat thread's first beat. Its last write (``set_trial_attrs(..., last=True)``: the
-    metrics) goes with its state change. So a trial is four commits: created, recipe, finished,
-    and the heartbeats of a long one (Optuna's own path, with automl's records, was ten).
+    Writes. What such a trial is given at its start waits for its first write and goes in that
+    write's transaction (automl writes the recipe right after the walk of the space), or before
+    a read of all trials from the database: its parameters (one ``suggest`` each; one INSERT),
+    attributes set on it (TPE's relative parameters) and the heartbeat thread's first beat
+    (stored by the thread with its second beat if no write came by then). Its last write
+    (``set_trial_attrs(..., last=True)``: the metrics) goes with its state change. So a trial
+    is three write transactions: created, recipe, finished, and the heartbeats of a long one
+    (Optuna's own path with automl's records took eight or nine).
     """
 
     FINISHED_KEPT = 64   # finished trials' copies kept for Optuna's next read (it needs one each)
