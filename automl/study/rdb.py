@@ -21,15 +21,15 @@ from optuna.storages._rdb.storage import _create_scoped_session  # Optuna's own 
 from automl.study import records
 
 
-def _mirrored(update: Callable[..., None], params_first: bool = True):
+def _mirrored(update: Callable[..., None], pending_first: bool = True):
     """A write to a trial that, once stored, is applied to this process's copy of the trial too
     (``update(copy, *args)``); a trial the database says is finished is no longer copied. What
-    waits for the trial's next write goes first (``params_first``), else the write takes it."""
+    waits for the trial's next write goes first (``pending_first``), else the write takes it."""
     def wrap(write):
         @functools.wraps(write)
         def method(self, trial_id: int, *args: Any, **kwargs: Any):
             try:
-                if params_first:
+                if pending_first:
                     self._write_pending(trial_id)
                 out = write(self, trial_id, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -317,17 +317,21 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         with self._lock:
             if trial_id not in self._running or trial_id in self._written:
                 return False
-        user0, system0, study0 = self._later.get(trial_id, ({}, {}, {}))
-        self._later[trial_id] = ({**user0, **user}, {**system0, **system}, study0)
+        self._wait(trial_id, user, system, {})
         _attrs(self._running[trial_id], user, system)
         return True
+
+    def _wait(self, trial_id: int, user: dict[str, Any], system: dict[str, Any], study: dict[str, Any]) -> None:
+        """Attributes that go with the trial's next write (later keys replace earlier ones)."""
+        user0, system0, study0 = self._later.get(trial_id, ({}, {}, {}))
+        self._later[trial_id] = ({**user0, **user}, {**system0, **system}, {**study0, **study})
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         records.mark_stale(self, stale, self.grace_period or 2 * (self.heartbeat_interval or 0))
         return stale
 
-    @_mirrored(_attrs, params_first=False)
+    @_mirrored(_attrs, pending_first=False)
     def set_trial_attrs(self, trial_id: int, user: dict[str, Any], system: dict[str, Any],
                         study: dict[str, Any] | None = None, last: bool = False) -> None:
         """``set_trial_user_attr`` / ``set_trial_system_attr`` for every item, and
@@ -335,8 +339,7 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         transaction. ``last``: the trial's last write before it finishes (its metrics), which
         for a trial of ours then waits for that state change and goes in its transaction."""
         if last and trial_id in self._running:
-            user0, system0, study0 = self._later.get(trial_id, ({}, {}, {}))
-            self._later[trial_id] = ({**user0, **user}, {**system0, **system}, {**study0, **(study or {})})
+            self._wait(trial_id, user, system, study or {})
             return
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
